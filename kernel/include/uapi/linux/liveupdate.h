@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * liveupdate: userspace API of /dev/liveupdate and of session fds.
+ *
+ * The session commands (0x00-0x01 on /dev/liveupdate, 0x40-0x43 on a
+ * session fd) are byte-compatible with the Live Update Orchestrator of
+ * mainline Linux 7.2: same ioctl type, numbers and struct layouts, so
+ * programs written for mainline run unchanged. Extensions of this module
+ * use numbers mainline leaves free.
+ *
+ * Conventions: every command is _IO(LIVEUPDATE_IOCTL_TYPE, nr); its
+ * argument is a struct whose first member, @size, is the caller's
+ * sizeof(struct). The kernel accepts a larger @size if the extra bytes are
+ * zero (else E2BIG) and a smaller one down to the struct's first version
+ * (else EINVAL); it writes back at most @size bytes. Reserved fields must
+ * be zero.
+ *
+ * Errors common to all commands:
+ *  EINVAL     unknown command number, @size too small, or a bad field
+ *  ENOTTY     known number encoded with other direction or size bits
+ *  E2BIG      @size larger than known and the extra bytes are not zero
+ *  EFAULT     the struct is not readable or writable
+ */
+#ifndef _UAPI_LINUX_LIVEUPDATE_H
+#define _UAPI_LINUX_LIVEUPDATE_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define LIVEUPDATE_IOCTL_TYPE		0xBA
+
+/* Length of a session name, including its terminating NUL. */
+#define LIVEUPDATE_SESSION_NAME_LENGTH	64
+
+/* Commands on /dev/liveupdate. */
+enum {
+	LIVEUPDATE_CMD_BASE = 0x00,
+	LIVEUPDATE_CMD_CREATE_SESSION = LIVEUPDATE_CMD_BASE,
+	LIVEUPDATE_CMD_RETRIEVE_SESSION = 0x01,
+};
+
+/* Commands on a session fd. */
+enum {
+	LIVEUPDATE_CMD_SESSION_BASE = 0x40,
+	LIVEUPDATE_CMD_SESSION_PRESERVE_FD = LIVEUPDATE_CMD_SESSION_BASE,
+	LIVEUPDATE_CMD_SESSION_RETRIEVE_FD = 0x41,
+	LIVEUPDATE_CMD_SESSION_FINISH = 0x42,
+	LIVEUPDATE_CMD_SESSION_GET_NAME = 0x43,
+};
+
+/**
+ * struct liveupdate_ioctl_create_session - ioctl(LIVEUPDATE_IOCTL_CREATE_SESSION)
+ * @size: sizeof(struct liveupdate_ioctl_create_session)
+ * @fd:   output: the new session's fd (O_CLOEXEC)
+ * @name: input: the session's name, 1 to 63 bytes and a NUL
+ *
+ * Creates an outgoing session: files preserved in it are carried across
+ * the next kexec as long as some process holds the session fd until then.
+ * Closing the last reference to the fd before kexec unpreserves the files
+ * and frees the session.
+ *
+ * Errors: EINVAL empty or unterminated @name; EEXIST an outgoing session
+ * has this name; EBUSY the kexec reboot has started; ENOMEM.
+ */
+struct liveupdate_ioctl_create_session {
+	__u32 size;
+	__s32 fd;
+	__u8 name[LIVEUPDATE_SESSION_NAME_LENGTH];
+};
+
+#define LIVEUPDATE_IOCTL_CREATE_SESSION \
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_CREATE_SESSION)
+
+/**
+ * struct liveupdate_ioctl_retrieve_session - ioctl(LIVEUPDATE_IOCTL_RETRIEVE_SESSION)
+ * @size: sizeof(struct liveupdate_ioctl_retrieve_session)
+ * @fd:   output: the session's fd (O_CLOEXEC)
+ * @name: input: the name the session had in the previous kernel
+ *
+ * Takes a session that the previous kernel handed over. Closing its fd
+ * finishes it (see LIVEUPDATE_SESSION_FINISH).
+ *
+ * Errors: EINVAL empty or unterminated @name, or the session was already
+ * retrieved; ENOENT no incoming session has this name.
+ */
+struct liveupdate_ioctl_retrieve_session {
+	__u32 size;
+	__s32 fd;
+	__u8 name[LIVEUPDATE_SESSION_NAME_LENGTH];
+};
+
+#define LIVEUPDATE_IOCTL_RETRIEVE_SESSION \
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_RETRIEVE_SESSION)
+
+/**
+ * struct liveupdate_session_preserve_fd - ioctl(LIVEUPDATE_SESSION_PRESERVE_FD)
+ * @size:  sizeof(struct liveupdate_session_preserve_fd)
+ * @fd:    input: the fd to preserve
+ * @token: input: the caller's key for the file, unique in the session
+ *
+ * Preserves the file behind @fd in an outgoing session. The session keeps
+ * a reference to the file; the caller may close @fd. A memfd's size is
+ * fixed from here on (it cannot grow or shrink); its contents may change
+ * until the kexec.
+ *
+ * Errors: EINVAL the session is incoming; EEXIST @token is used in this
+ * session; EBADF @fd is not open; ENOENT no handler can preserve this kind
+ * of file; EBUSY the file is preserved in a session already, or the kexec
+ * reboot has started; EOPNOTSUPP the file has a property that cannot be
+ * carried; EFBIG the file is too large; ENOMEM.
+ */
+struct liveupdate_session_preserve_fd {
+	__u32 size;
+	__s32 fd;
+	__aligned_u64 token;
+};
+
+#define LIVEUPDATE_SESSION_PRESERVE_FD \
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_PRESERVE_FD)
+
+/**
+ * struct liveupdate_session_retrieve_fd - ioctl(LIVEUPDATE_SESSION_RETRIEVE_FD)
+ * @size:  sizeof(struct liveupdate_session_retrieve_fd)
+ * @fd:    output: an fd (O_CLOEXEC) for the file
+ * @token: input: the token the file was preserved with
+ *
+ * Returns the file preserved under @token in an incoming session. Asking
+ * again returns a new fd for the same file.
+ *
+ * Errors: EINVAL the session is outgoing; ENOENT no file has this token
+ * (or the session is finished); EIO the preserved data is damaged; ENOMEM.
+ */
+struct liveupdate_session_retrieve_fd {
+	__u32 size;
+	__s32 fd;
+	__aligned_u64 token;
+};
+
+#define LIVEUPDATE_SESSION_RETRIEVE_FD \
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_RETRIEVE_FD)
+
+/**
+ * struct liveupdate_session_finish - ioctl(LIVEUPDATE_SESSION_FINISH)
+ * @size:     sizeof(struct liveupdate_session_finish)
+ * @reserved: must be zero
+ *
+ * Ends the hand-over of an incoming session: files that were not
+ * retrieved are freed, retrieved files become ordinary files that may be
+ * preserved again. A second call does nothing.
+ *
+ * Errors: EINVAL the session is outgoing, or @reserved is not zero.
+ */
+struct liveupdate_session_finish {
+	__u32 size;
+	__u32 reserved;
+};
+
+#define LIVEUPDATE_SESSION_FINISH \
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_FINISH)
+
+/**
+ * struct liveupdate_session_get_name - ioctl(LIVEUPDATE_SESSION_GET_NAME)
+ * @size:     sizeof(struct liveupdate_session_get_name)
+ * @reserved: must be zero
+ * @name:     output: the session's name, NUL-terminated
+ *
+ * Errors: EINVAL @reserved is not zero.
+ */
+struct liveupdate_session_get_name {
+	__u32 size;
+	__u32 reserved;
+	__u8 name[LIVEUPDATE_SESSION_NAME_LENGTH];
+};
+
+#define LIVEUPDATE_SESSION_GET_NAME \
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_GET_NAME)
+
+#endif /* _UAPI_LINUX_LIVEUPDATE_H */

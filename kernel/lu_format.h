@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * DOC: liveupdate's hand-over format
+ *
+ * What one kernel leaves for the next in Kexec HandOver (KHO) memory. All
+ * structures are little-endian as the machine is, packed by their natural
+ * alignment, and hold physical addresses (never pointers). The subtree name
+ * is LU_KHO_SUBTREE; it must never be "LUO": a successor kernel built with
+ * mainline's LUO parses that name itself.
+ *
+ * Root (LU_KHO_SUBTREE's blob, one page, preserved from module load on):
+ *   struct lu_ser_root. @table is 0 until the kexec reboot notifier has
+ *   written the table; a root with @table == 0 carries no session.
+ *
+ * Table (one block from kho_alloc_preserve, preallocated when sessions or
+ * files are added, filled by the reboot notifier):
+ *   struct lu_ser_table, then @nr_sessions struct lu_ser_session, then
+ *   @nr_files struct lu_ser_file. Session i owns files
+ *   [first_file, first_file + nr_files).
+ *
+ * File data: each file entry names its handler by @compatible and points
+ *   to the handler's own block, whose format the handler defines below.
+ *
+ * memfd ("memfd-v1"): struct lu_ser_memfd from kho_alloc_preserve; its
+ *   @folios is a kho_preserve_vmalloc() descriptor of an array of
+ *   @nr_folios struct lu_ser_folio, sorted by index. Each folio is
+ *   preserved with kho_preserve_folio(). Indices without an entry are
+ *   holes.
+ *
+ * Versioning: a change to any structure here bumps LU_KHO_VERSION. A
+ * kernel that reads an unknown version, a bad magic or an inconsistent
+ * table takes nothing over, says so once in the log, and still loads.
+ * Once read, the root's magic is overwritten with LU_KHO_MAGIC_CONSUMED so
+ * that reloading the module in the same boot does not take data twice.
+ */
+#ifndef _LU_FORMAT_H
+#define _LU_FORMAT_H
+
+#include <linux/kexec_handover.h>
+#include <linux/kho/abi/kexec_handover.h>
+#include <linux/types.h>
+
+#include "include/uapi/linux/liveupdate.h"
+
+#define LU_KHO_SUBTREE		"liveupdate-module"
+#define LU_KHO_MAGIC		0x4c554d4f44303031ULL	/* "LUMOD001" */
+#define LU_KHO_MAGIC_CONSUMED	0x4c554d4f44444f4eULL	/* "LUMODDON" */
+#define LU_KHO_VERSION		1
+
+#define LU_COMPATIBLE_LENGTH	32
+
+/**
+ * struct lu_ser_root - the subtree's blob
+ * @magic:       LU_KHO_MAGIC
+ * @version:     LU_KHO_VERSION
+ * @root_size:   sizeof(struct lu_ser_root) of the writer
+ * @table:       physical address of struct lu_ser_table, or 0
+ * @table_size:  bytes of the table block
+ */
+struct lu_ser_root {
+	__u64 magic;
+	__u32 version;
+	__u32 root_size;
+	__u64 table;
+	__u64 table_size;
+};
+
+/**
+ * struct lu_ser_table - header of the session table
+ * @nr_sessions: session entries that follow
+ * @nr_files:    file entries after the session entries
+ */
+struct lu_ser_table {
+	__u32 nr_sessions;
+	__u32 nr_files;
+};
+
+/**
+ * struct lu_ser_session - one session
+ * @name:       NUL-terminated name
+ * @first_file: index of the session's first file entry
+ * @nr_files:   number of the session's file entries
+ */
+struct lu_ser_session {
+	__u8 name[LIVEUPDATE_SESSION_NAME_LENGTH];
+	__u32 first_file;
+	__u32 nr_files;
+};
+
+/**
+ * struct lu_ser_file - one preserved file
+ * @token:      the token userspace gave at preserve time
+ * @data:       physical address of the handler's block
+ * @compatible: NUL-terminated handler name, e.g. "memfd-v1"
+ */
+struct lu_ser_file {
+	__u64 token;
+	__u64 data;
+	char compatible[LU_COMPATIBLE_LENGTH];
+};
+
+#define LU_MEMFD_COMPATIBLE	"memfd-v1"
+
+/**
+ * struct lu_ser_memfd - a preserved memfd
+ * @size:      i_size at kexec
+ * @pos:       file position at kexec
+ * @seals:     F_SEAL_* bits
+ * @reserved:  zero
+ * @nr_folios: entries in @folios
+ * @folios:    the array of struct lu_ser_folio
+ */
+struct lu_ser_memfd {
+	__u64 size;
+	__u64 pos;
+	__u32 seals;
+	__u32 reserved;
+	__u64 nr_folios;
+	struct kho_vmalloc folios;
+};
+
+/* lu_ser_folio.pfn_order: the folio's pfn above, its order in the low byte */
+#define LU_FOLIO_ORDER_BITS	8
+#define LU_FOLIO_ORDER_MASK	((1ULL << LU_FOLIO_ORDER_BITS) - 1)
+
+/**
+ * struct lu_ser_folio - one folio of a memfd
+ * @index:     page index of the folio's first page in the file
+ * @pfn_order: (pfn << LU_FOLIO_ORDER_BITS) | order
+ */
+struct lu_ser_folio {
+	__u64 index;
+	__u64 pfn_order;
+};
+
+#endif /* _LU_FORMAT_H */

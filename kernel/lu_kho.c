@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * DOC: liveupdate's KHO serialization
+ *
+ * Writes and reads the format described in lu_format.h. The root page is
+ * preserved and registered as a KHO subtree at module load; KHO has no
+ * finalize step, so the next kernel sees whatever the root holds at the
+ * moment of the jump. The table is allocated (and grown) whenever a
+ * session or file is added, so that the reboot notifier only fills memory
+ * it already owns and cannot fail.
+ */
+#include <linux/cleanup.h>
+#include <linux/err.h>
+#include <linux/io.h>
+#include <linux/kexec_handover.h>
+#include <linux/mm.h>
+#include <linux/overflow.h>
+#include <linux/string.h>
+
+#include "lu_internal.h"
+
+static struct lu_ser_root *lu_root;
+static void *lu_table;
+static size_t lu_table_size;
+
+static size_t lu_table_bytes(size_t nr_sessions, size_t nr_files)
+{
+	return size_add(sizeof(struct lu_ser_table),
+			size_add(size_mul(nr_sessions,
+					  sizeof(struct lu_ser_session)),
+				 size_mul(nr_files, sizeof(struct lu_ser_file))));
+}
+
+/**
+ * lu_kho_init - preserve the root and register the subtree
+ */
+int lu_kho_init(void)
+{
+	int err;
+
+	lu_root = kho_alloc_preserve(sizeof(*lu_root));
+	if (IS_ERR(lu_root))
+		return PTR_ERR(lu_root);
+	lu_root->magic = LU_KHO_MAGIC;
+	lu_root->version = LU_KHO_VERSION;
+	lu_root->root_size = sizeof(*lu_root);
+	err = kho_add_subtree(LU_KHO_SUBTREE, lu_root, sizeof(*lu_root));
+	if (err) {
+		pr_err("liveupdate: cannot add KHO subtree %s: %d\n",
+		       LU_KHO_SUBTREE, err);
+		kho_unpreserve_free(lu_root);
+		lu_root = NULL;
+	}
+	return err;
+}
+
+/**
+ * lu_kho_exit - unregister the subtree and free the outgoing blocks
+ */
+void lu_kho_exit(void)
+{
+	kho_remove_subtree(lu_root);
+	kho_unpreserve_free(lu_root);
+	kho_unpreserve_free(lu_table);
+	lu_root = NULL;
+	lu_table = NULL;
+	lu_table_size = 0;
+}
+
+/**
+ * lu_kho_reserve - make room in the table for this many sessions and files
+ * @nr_sessions: outgoing sessions after the caller's change
+ * @nr_files:    outgoing files after the caller's change
+ *
+ * Return: 0, -ENOMEM, or -E2BIG beyond the largest block KHO allocates.
+ */
+int lu_kho_reserve(unsigned int nr_sessions, unsigned int nr_files)
+{
+	size_t need = lu_table_bytes(nr_sessions, nr_files);
+	void *table;
+
+	lockdep_assert_held(&lu.lock);
+	if (need <= lu_table_size)
+		return 0;
+	/* Grow by doubling so that adding n files costs O(n) copies. */
+	need = max(need, 2 * lu_table_size);
+	table = kho_alloc_preserve(need);
+	if (IS_ERR(table))
+		return PTR_ERR(table);
+	kho_unpreserve_free(lu_table);
+	lu_table = table;
+	lu_table_size = PAGE_SIZE << get_order(need);
+	return 0;
+}
+
+/**
+ * lu_kho_write_table - fill the table and publish it in the root
+ *
+ * Runs in the reboot notifier. lu_kho_reserve() made room for every
+ * session and file, so this cannot fail.
+ */
+void lu_kho_write_table(void)
+{
+	struct lu_ser_session *ser_session;
+	struct lu_ser_file *ser_file;
+	struct lu_ser_table *table;
+	struct lu_session *session;
+	struct lu_file *lf;
+	u32 nr_files = 0;
+
+	lockdep_assert_held(&lu.lock);
+	lu_root->table = 0;
+	lu_root->table_size = 0;
+	if (!lu.nr_out_sessions)
+		return;
+	if (WARN_ON(lu_table_bytes(lu.nr_out_sessions, lu.nr_out_files) >
+		    lu_table_size))
+		return;
+
+	table = lu_table;
+	table->nr_sessions = lu.nr_out_sessions;
+	table->nr_files = lu.nr_out_files;
+	ser_session = (struct lu_ser_session *)(table + 1);
+	ser_file = (struct lu_ser_file *)(ser_session + lu.nr_out_sessions);
+	list_for_each_entry(session, &lu.outgoing, node) {
+		strscpy(ser_session->name, session->name,
+			sizeof(ser_session->name));
+		ser_session->first_file = nr_files;
+		ser_session->nr_files = session->nr_files;
+		list_for_each_entry(lf, &session->files, node) {
+			ser_file->token = lf->token;
+			ser_file->data = lf->data;
+			strscpy(ser_file->compatible, lf->handler->compatible,
+				sizeof(ser_file->compatible));
+			ser_file++;
+			nr_files++;
+		}
+		ser_session++;
+	}
+	lu_root->table = virt_to_phys(lu_table);
+	lu_root->table_size = lu_table_size;
+}
+
+static bool lu_name_valid(const u8 *name, size_t len)
+{
+	size_t n = strnlen(name, len);
+
+	return n && n < len;
+}
+
+/* Checks the whole table before anything is built from it. */
+static const char *lu_kho_check_table(const struct lu_ser_table *table,
+				      size_t avail)
+{
+	const struct lu_ser_session *sessions = (const void *)(table + 1);
+	const struct lu_ser_file *files;
+	u32 i, j, next_file = 0;
+
+	if (avail < sizeof(*table) ||
+	    lu_table_bytes(table->nr_sessions, table->nr_files) > avail)
+		return "table larger than its block";
+	files = (const void *)(sessions + table->nr_sessions);
+	for (i = 0; i < table->nr_sessions; i++) {
+		if (!lu_name_valid(sessions[i].name, sizeof(sessions[i].name)))
+			return "bad session name";
+		for (j = 0; j < i; j++)
+			if (!strcmp(sessions[i].name, sessions[j].name))
+				return "duplicate session name";
+		if (sessions[i].first_file != next_file ||
+		    sessions[i].nr_files > table->nr_files - next_file)
+			return "bad file range";
+		next_file += sessions[i].nr_files;
+	}
+	if (next_file != table->nr_files)
+		return "files outside any session";
+	for (i = 0; i < table->nr_files; i++) {
+		if (!lu_name_valid(files[i].compatible,
+				   sizeof(files[i].compatible)))
+			return "bad file handler name";
+		if (!lu_file_compatible_known(files[i].compatible))
+			return "unknown file handler";
+	}
+	return NULL;
+}
+
+static int lu_kho_build_incoming(const struct lu_ser_table *table)
+{
+	const struct lu_ser_session *sessions = (const void *)(table + 1);
+	const struct lu_ser_file *file;
+	struct lu_session *session;
+	u32 i, j;
+	int err;
+
+	file = (const void *)(sessions + table->nr_sessions);
+	for (i = 0; i < table->nr_sessions; i++) {
+		err = lu_session_add_incoming(sessions[i].name, &session);
+		if (err)
+			return err;
+		for (j = 0; j < sessions[i].nr_files; j++, file++) {
+			err = lu_file_add_incoming(session, file->token,
+						   file->compatible,
+						   file->data);
+			if (err)
+				return err;
+		}
+	}
+	return 0;
+}
+
+/**
+ * lu_kho_load_incoming - read what the previous kernel handed over
+ *
+ * On any inconsistency nothing is taken over and one line says why; the
+ * module still loads.
+ */
+void lu_kho_load_incoming(void)
+{
+	const struct lu_ser_table *table;
+	struct lu_ser_root *root;
+	struct folio *folio;
+	const char *why;
+	phys_addr_t phys;
+	size_t size;
+	int err;
+
+	if (!is_kho_boot())
+		return;
+	err = kho_retrieve_subtree(LU_KHO_SUBTREE, &phys, &size);
+	if (err == -ENOENT)
+		return;
+	if (err) {
+		pr_err("liveupdate: cannot read KHO subtree %s: %d\n",
+		       LU_KHO_SUBTREE, err);
+		return;
+	}
+	if (size < sizeof(*root)) {
+		pr_err("liveupdate: hand-over root too small (%zu bytes), ignored\n",
+		       size);
+		return;
+	}
+	/* The root stays reserved memory; it is read and marked in place. */
+	root = phys_to_virt(phys);
+	if (root->magic == LU_KHO_MAGIC_CONSUMED) {
+		lu_info("hand-over data already taken by an earlier load\n");
+		return;
+	}
+	if (root->magic != LU_KHO_MAGIC) {
+		pr_err("liveupdate: hand-over root has bad magic %#llx, ignored\n",
+		       root->magic);
+		return;
+	}
+	if (root->version != LU_KHO_VERSION) {
+		pr_err("liveupdate: hand-over format version %u unsupported (this module reads %u), ignored\n",
+		       root->version, LU_KHO_VERSION);
+		return;
+	}
+	root->magic = LU_KHO_MAGIC_CONSUMED;
+	if (!root->table) {
+		lu_info("no session was handed over\n");
+		return;
+	}
+
+	folio = kho_restore_folio(root->table);
+	if (!folio) {
+		pr_err("liveupdate: hand-over table at %#llx not preserved, ignored\n",
+		       root->table);
+		return;
+	}
+	table = folio_address(folio);
+	why = lu_kho_check_table(table, min_t(u64, root->table_size,
+					      folio_size(folio)));
+	if (why) {
+		pr_err("liveupdate: hand-over table rejected: %s\n", why);
+		folio_put(folio);
+		return;
+	}
+	scoped_guard(mutex, &lu.lock)
+		err = lu_kho_build_incoming(table);
+	if (err) {
+		pr_err("liveupdate: cannot take over sessions: %d\n", err);
+		lu_session_discard_incoming();
+	} else {
+		lu_info("took over %u sessions with %u files\n",
+			table->nr_sessions, table->nr_files);
+	}
+	folio_put(folio);
+}

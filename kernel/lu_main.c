@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * DOC: liveupdate: /dev/liveupdate and the ioctl dispatcher
+ *
+ * A loadable Live Update Orchestrator on top of Kexec HandOver. Userspace
+ * creates named sessions through /dev/liveupdate and preserves file
+ * descriptors in them; the reboot notifier of a kexec writes what is left
+ * to record; the next kernel's copy of this module reads it back, and
+ * userspace retrieves the sessions and files by name and token.
+ *
+ * The device may be open once at a time (EBUSY otherwise), as in
+ * mainline. Its node is 0600 and no ioctl checks capabilities: the node's
+ * permissions decide who may use it.
+ */
+#include <linux/atomic.h>
+#include <linux/cleanup.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/kexec_handover.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/reboot.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+
+#include "lu_internal.h"
+
+struct lu_state lu = {
+	.lock = __MUTEX_INITIALIZER(lu.lock),
+	.outgoing = LIST_HEAD_INIT(lu.outgoing),
+	.incoming = LIST_HEAD_INIT(lu.incoming),
+	.busy_files = XARRAY_INIT(lu.busy_files, 0),
+};
+
+static atomic_t lu_device_in_use = ATOMIC_INIT(0);
+
+union lu_ucmd_buffer {
+	struct liveupdate_ioctl_create_session create;
+	struct liveupdate_ioctl_retrieve_session retrieve;
+	struct liveupdate_session_preserve_fd preserve;
+	struct liveupdate_session_retrieve_fd retrieve_fd;
+	struct liveupdate_session_finish finish;
+	struct liveupdate_session_get_name get_name;
+};
+
+/**
+ * lu_ioctl_dispatch - decode an ioctl and run its handler
+ * @ops:    the commands of this kind of fd
+ * @nr_ops: entries in @ops
+ * @kind:   LU_IOCTL_OUTGOING or LU_IOCTL_INCOMING for session fds,
+ *          LU_IOCTL_ANY for /dev/liveupdate
+ * @cmd:    the ioctl command
+ * @arg:    the user pointer to the command's struct
+ * @ctx:    passed to the handler
+ *
+ * Follows mainline's order of checks so that errnos match: unknown number
+ * EINVAL, same number with other bits ENOTTY, wrong kind of session EINVAL,
+ * short size EINVAL, non-zero unknown tail E2BIG.
+ */
+long lu_ioctl_dispatch(const struct lu_ioctl_op *ops, size_t nr_ops,
+		       unsigned int kind, unsigned int cmd, unsigned long arg,
+		       void *ctx)
+{
+	const struct lu_ioctl_op *op = NULL;
+	union lu_ucmd_buffer buf;
+	struct lu_ucmd ucmd = {
+		.ubuffer = (void __user *)arg,
+		.cmd = &buf,
+	};
+	size_t i;
+	int err;
+
+	for (i = 0; i < nr_ops; i++) {
+		if (_IOC_NR(ops[i].cmd) == _IOC_NR(cmd)) {
+			op = &ops[i];
+			break;
+		}
+	}
+	if (!op)
+		return -EINVAL;
+	if (get_user(ucmd.user_size, (u32 __user *)ucmd.ubuffer))
+		return -EFAULT;
+	if (op->cmd != cmd)
+		return -ENOIOCTLCMD;
+	if (!(op->allowed & kind))
+		return -EINVAL;
+	if (ucmd.user_size < op->min_size)
+		return -EINVAL;
+	if (WARN_ON_ONCE(op->size > sizeof(buf)))
+		return -EINVAL;
+	err = copy_struct_from_user(&buf, op->size, ucmd.ubuffer,
+				    ucmd.user_size);
+	if (err)
+		return err;
+	return op->execute(ctx, &ucmd);
+}
+
+/**
+ * lu_ucmd_respond - copy a command's struct back to userspace
+ * @ucmd: the command
+ * @size: the kernel's size of the struct
+ *
+ * Copies no more than the caller's size, so that older binaries with a
+ * shorter struct keep working.
+ */
+int lu_ucmd_respond(struct lu_ucmd *ucmd, size_t size)
+{
+	if (copy_to_user(ucmd->ubuffer, ucmd->cmd,
+			 min_t(size_t, ucmd->user_size, size)))
+		return -EFAULT;
+	return 0;
+}
+
+/* Validates a user-supplied session name: 1..63 bytes and a NUL. */
+static int lu_check_name(const u8 *name)
+{
+	size_t len = strnlen(name, LIVEUPDATE_SESSION_NAME_LENGTH);
+
+	if (!len || len == LIVEUPDATE_SESSION_NAME_LENGTH)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * Hands a new session file to userspace: the fd is installed only after
+ * the reply reached the caller, so a failing call leaves no fd behind.
+ */
+static int lu_install_session_fd(struct lu_ucmd *ucmd, s32 *fdp, size_t size,
+				 struct file *file)
+{
+	int fd, err;
+
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0) {
+		fput(file);
+		return fd;
+	}
+	*fdp = fd;
+	err = lu_ucmd_respond(ucmd, size);
+	if (err) {
+		put_unused_fd(fd);
+		fput(file);
+		return err;
+	}
+	fd_install(fd, file);
+	return 0;
+}
+
+static int lu_ioctl_create_session(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_ioctl_create_session *arg = ucmd->cmd;
+	struct file *file;
+	int err;
+
+	err = lu_check_name(arg->name);
+	if (err)
+		return err;
+	err = lu_session_create(arg->name, &file);
+	if (err)
+		return err;
+	return lu_install_session_fd(ucmd, &arg->fd, sizeof(*arg), file);
+}
+
+static int lu_ioctl_retrieve_session(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_ioctl_retrieve_session *arg = ucmd->cmd;
+	struct file *file;
+	int err;
+
+	err = lu_check_name(arg->name);
+	if (err)
+		return err;
+	err = lu_session_retrieve(arg->name, &file);
+	if (err)
+		return err;
+	return lu_install_session_fd(ucmd, &arg->fd, sizeof(*arg), file);
+}
+
+static const struct lu_ioctl_op lu_device_ops[] = {
+	LU_IOCTL_OP(LIVEUPDATE_IOCTL_CREATE_SESSION, lu_ioctl_create_session,
+		    struct liveupdate_ioctl_create_session, name, LU_IOCTL_ANY),
+	LU_IOCTL_OP(LIVEUPDATE_IOCTL_RETRIEVE_SESSION, lu_ioctl_retrieve_session,
+		    struct liveupdate_ioctl_retrieve_session, name, LU_IOCTL_ANY),
+};
+
+static long lu_device_ioctl(struct file *file, unsigned int cmd,
+			    unsigned long arg)
+{
+	return lu_ioctl_dispatch(lu_device_ops, ARRAY_SIZE(lu_device_ops),
+				 LU_IOCTL_ANY, cmd, arg, NULL);
+}
+
+static int lu_device_open(struct inode *inode, struct file *file)
+{
+	if (atomic_cmpxchg(&lu_device_in_use, 0, 1))
+		return -EBUSY;
+	return 0;
+}
+
+static int lu_device_release(struct inode *inode, struct file *file)
+{
+	atomic_set(&lu_device_in_use, 0);
+	return 0;
+}
+
+static const struct file_operations lu_device_fops = {
+	.owner = THIS_MODULE,
+	.open = lu_device_open,
+	.release = lu_device_release,
+	.unlocked_ioctl = lu_device_ioctl,
+};
+
+static struct miscdevice lu_miscdev = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "liveupdate",
+	.fops = &lu_device_fops,
+	.mode = 0600,
+};
+
+/*
+ * The kexec reboot path calls the reboot notifiers with "kexec reboot"
+ * after the point where mainline's LUO could still fail the kexec, so
+ * nothing here may fail: all fallible work happened at preserve time.
+ * What remains is to record sizes and positions and write the table.
+ */
+static int lu_reboot_notify(struct notifier_block *nb, unsigned long action,
+			    void *data)
+{
+	struct lu_session *session;
+
+	if (action != SYS_RESTART || !data || strcmp(data, "kexec reboot"))
+		return NOTIFY_DONE;
+
+	guard(mutex)(&lu.lock);
+	list_for_each_entry(session, &lu.outgoing, node)
+		lu_file_freeze_all(session);
+	lu_kho_write_table();
+	lu.rebooting = true;
+	lu_info("handed over %u sessions with %u files\n",
+		lu.nr_out_sessions, lu.nr_out_files);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block lu_reboot_nb = {
+	.notifier_call = lu_reboot_notify,
+	.priority = INT_MAX,
+};
+
+static int __init lu_init(void)
+{
+	int err;
+
+	if (!kho_is_enabled()) {
+		pr_err("liveupdate: KHO is off: boot with kho=on\n");
+		return -EOPNOTSUPP;
+	}
+	err = lu_kho_init();
+	if (err)
+		return err;
+	lu_kho_load_incoming();
+	err = register_reboot_notifier(&lu_reboot_nb);
+	if (err)
+		goto err_kho;
+	err = misc_register(&lu_miscdev);
+	if (err)
+		goto err_notifier;
+	return 0;
+
+err_notifier:
+	unregister_reboot_notifier(&lu_reboot_nb);
+err_kho:
+	lu_session_discard_incoming();
+	lu_kho_exit();
+	return err;
+}
+
+/*
+ * Every open /dev/liveupdate or session fd holds a module reference, so
+ * no outgoing session exists here. Incoming sessions that nobody retrieved
+ * are discarded and their memory freed.
+ */
+static void __exit lu_exit(void)
+{
+	misc_deregister(&lu_miscdev);
+	unregister_reboot_notifier(&lu_reboot_nb);
+	lu_session_discard_incoming();
+	lu_kho_exit();
+}
+
+module_init(lu_init);
+module_exit(lu_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("Live Update Orchestrator on Kexec HandOver, as a module");

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * DOC: liveupdate sessions
+ *
+ * A session is a named set of preserved files, and an anon-inode fd named
+ * "[luo_session] NAME" (systemd recognises session fds by that name).
+ *
+ * Outgoing sessions are created in this kernel and carried to the next one
+ * as long as a process holds their fd until the kexec. Closing the last
+ * reference before that unpreserves the files and frees the session.
+ *
+ * Incoming sessions come from the previous kernel and wait, without an
+ * fd, until userspace retrieves them by name. Closing a retrieved
+ * session's fd finishes it: files not retrieved are freed, retrieved
+ * files become ordinary files. Names are unique among outgoing sessions
+ * and among incoming sessions; an outgoing session may reuse the name of
+ * an incoming one, as in mainline.
+ */
+#include <linux/anon_inodes.h>
+#include <linux/cleanup.h>
+#include <linux/file.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+
+#include "lu_internal.h"
+
+static struct lu_session *lu_session_find(struct list_head *list,
+					  const char *name)
+{
+	struct lu_session *session;
+
+	list_for_each_entry(session, list, node)
+		if (!strncmp(session->name, name, sizeof(session->name)))
+			return session;
+	return NULL;
+}
+
+static int lu_session_release(struct inode *inode, struct file *file)
+{
+	struct lu_session *session = file->private_data;
+
+	guard(mutex)(&lu.lock);
+	/* Past the reboot notifier the table is written: change nothing. */
+	if (lu.rebooting && !session->incoming)
+		return 0;
+	if (session->incoming) {
+		lu_file_finish_all(session);
+	} else {
+		lu_file_unpreserve_all(session);
+		lu.nr_out_sessions--;
+	}
+	list_del(&session->node);
+	kfree(session);
+	return 0;
+}
+
+static int lu_session_preserve_fd(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_session_preserve_fd *arg = ucmd->cmd;
+	struct lu_session *session = ctx;
+
+	guard(mutex)(&lu.lock);
+	if (lu.rebooting)
+		return -EBUSY;
+	return lu_file_preserve(session, arg->fd, arg->token);
+}
+
+static int lu_session_retrieve_fd(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_session_retrieve_fd *arg = ucmd->cmd;
+	struct lu_session *session = ctx;
+	struct file *file;
+	int fd, err;
+
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0)
+		return fd;
+	scoped_guard(mutex, &lu.lock)
+		err = lu_file_retrieve(session, arg->token, &file);
+	if (err)
+		goto err_fd;
+	arg->fd = fd;
+	err = lu_ucmd_respond(ucmd, sizeof(*arg));
+	if (err) {
+		fput(file);
+		goto err_fd;
+	}
+	fd_install(fd, file);
+	return 0;
+
+err_fd:
+	put_unused_fd(fd);
+	return err;
+}
+
+static int lu_session_finish(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_session_finish *arg = ucmd->cmd;
+	struct lu_session *session = ctx;
+
+	if (arg->reserved)
+		return -EINVAL;
+	guard(mutex)(&lu.lock);
+	lu_file_finish_all(session);
+	return 0;
+}
+
+static int lu_session_get_name(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_session_get_name *arg = ucmd->cmd;
+	struct lu_session *session = ctx;
+
+	if (arg->reserved)
+		return -EINVAL;
+	strscpy(arg->name, session->name, sizeof(arg->name));
+	return lu_ucmd_respond(ucmd, sizeof(*arg));
+}
+
+static const struct lu_ioctl_op lu_session_ops[] = {
+	LU_IOCTL_OP(LIVEUPDATE_SESSION_PRESERVE_FD, lu_session_preserve_fd,
+		    struct liveupdate_session_preserve_fd, token,
+		    LU_IOCTL_OUTGOING),
+	LU_IOCTL_OP(LIVEUPDATE_SESSION_RETRIEVE_FD, lu_session_retrieve_fd,
+		    struct liveupdate_session_retrieve_fd, token,
+		    LU_IOCTL_INCOMING),
+	LU_IOCTL_OP(LIVEUPDATE_SESSION_FINISH, lu_session_finish,
+		    struct liveupdate_session_finish, reserved,
+		    LU_IOCTL_INCOMING),
+	LU_IOCTL_OP(LIVEUPDATE_SESSION_GET_NAME, lu_session_get_name,
+		    struct liveupdate_session_get_name, name, LU_IOCTL_ANY),
+};
+
+static long lu_session_ioctl(struct file *file, unsigned int cmd,
+			     unsigned long arg)
+{
+	struct lu_session *session = file->private_data;
+
+	return lu_ioctl_dispatch(lu_session_ops, ARRAY_SIZE(lu_session_ops),
+				 session->incoming ? LU_IOCTL_INCOMING :
+						     LU_IOCTL_OUTGOING,
+				 cmd, arg, session);
+}
+
+static const struct file_operations lu_session_fops = {
+	.owner = THIS_MODULE,
+	.release = lu_session_release,
+	.unlocked_ioctl = lu_session_ioctl,
+};
+
+static struct file *lu_session_getfile(struct lu_session *session)
+{
+	char *name __free(kfree) = kasprintf(GFP_KERNEL, "[luo_session] %s",
+					     session->name);
+
+	if (!name)
+		return ERR_PTR(-ENOMEM);
+	return anon_inode_getfile(name, &lu_session_fops, session, O_RDWR);
+}
+
+/**
+ * lu_session_create - create an outgoing session
+ * @name:  a valid name (checked by the caller)
+ * @filep: the session's new file
+ */
+int lu_session_create(const char *name, struct file **filep)
+{
+	struct lu_session *session;
+	struct file *file;
+	int err;
+
+	guard(mutex)(&lu.lock);
+	if (lu.rebooting)
+		return -EBUSY;
+	if (lu_session_find(&lu.outgoing, name))
+		return -EEXIST;
+	err = lu_kho_reserve(lu.nr_out_sessions + 1, lu.nr_out_files);
+	if (err)
+		return err;
+	session = kzalloc(sizeof(*session), GFP_KERNEL);
+	if (!session)
+		return -ENOMEM;
+	strscpy(session->name, name, sizeof(session->name));
+	INIT_LIST_HEAD(&session->files);
+	file = lu_session_getfile(session);
+	if (IS_ERR(file)) {
+		kfree(session);
+		return PTR_ERR(file);
+	}
+	list_add_tail(&session->node, &lu.outgoing);
+	lu.nr_out_sessions++;
+	*filep = file;
+	return 0;
+}
+
+/**
+ * lu_session_retrieve - take an incoming session
+ * @name:  a valid name (checked by the caller)
+ * @filep: the session's new file
+ */
+int lu_session_retrieve(const char *name, struct file **filep)
+{
+	struct lu_session *session;
+	struct file *file;
+
+	guard(mutex)(&lu.lock);
+	session = lu_session_find(&lu.incoming, name);
+	if (!session)
+		return -ENOENT;
+	if (session->retrieved)
+		return -EINVAL;
+	file = lu_session_getfile(session);
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	session->retrieved = true;
+	*filep = file;
+	return 0;
+}
+
+/**
+ * lu_session_add_incoming - add a session read from the hand-over data
+ * @name:     its name, already validated
+ * @sessionp: the new session
+ */
+int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
+{
+	struct lu_session *session;
+
+	lockdep_assert_held(&lu.lock);
+	session = kzalloc(sizeof(*session), GFP_KERNEL);
+	if (!session)
+		return -ENOMEM;
+	strscpy(session->name, name, sizeof(session->name));
+	INIT_LIST_HEAD(&session->files);
+	session->incoming = true;
+	list_add_tail(&session->node, &lu.incoming);
+	*sessionp = session;
+	return 0;
+}
+
+/**
+ * lu_session_discard_incoming - free incoming sessions nobody retrieved
+ *
+ * Retrieved sessions hold a module reference through their fd, so at
+ * module exit only unretrieved ones remain.
+ */
+void lu_session_discard_incoming(void)
+{
+	struct lu_session *session, *next;
+
+	guard(mutex)(&lu.lock);
+	list_for_each_entry_safe(session, next, &lu.incoming, node) {
+		if (WARN_ON_ONCE(session->retrieved))
+			continue;
+		lu_file_finish_all(session);
+		list_del(&session->node);
+		kfree(session);
+	}
+}
