@@ -5,6 +5,7 @@
 stage=$1
 . /run/out/env
 export HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 LU_STAGE="$stage"
+export PYTHONPATH="$LU_CHECKOUT/python"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 stages=$(grep -c '' /run/out/plan)
 cmd=$(sed -n "${stage}p" /run/out/plan)

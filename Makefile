@@ -1,0 +1,86 @@
+# liveupdate: the module, its Python tooling and its tests.
+#
+#   make demo    boot the test guest, preserve a memfd, kexec, show it survived
+#   make check   every test: unit tests on the host, then the guest plans
+#   make module  build kernel/liveupdate.ko (KDIR=<your KHO kernel build>)
+#
+# Installs what is missing (Debian/Ubuntu packages, as root), fetches
+# Debian's linux-source-7.2 and builds the guest kernel once into
+# $(CACHE); later runs reuse it.
+
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/liveupdate
+export LIVEUPDATE_CACHE := $(CACHE)
+PYTHON ?= python3
+APT_PACKAGES := qemu-system-x86 kexec-tools busybox-static flex bison bc \
+	libelf-dev libssl-dev xz-utils kmod gcc make python3-venv
+PY_PACKAGES := pytest ruff pyroute2 ruamel.yaml
+VENV := $(CACHE)/venv-$(shell echo $(PY_PACKAGES) | sha256sum | cut -c1-8)
+VPY := $(VENV)/bin/python
+RUN := $(VPY) qemu/run.py
+
+# The guest kernel's build directory, once built into the cache.
+KDIR_FILE := build/kdir
+GUEST_KSRC = $$(readlink -f $$(cat $(KDIR_FILE))/source)
+
+PLANS := $(sort $(wildcard selftests/plans/*.plan))
+
+.PHONY: all deps venv kernel module selftests unit guest check demo clean
+
+all: module selftests
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "[deps] installing:" $$missing; \
+		apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VPY)
+$(VPY):
+	@echo "[venv] creating $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q $(PY_PACKAGES)
+
+$(KDIR_FILE): qemu/kernel.config qemu/build-kernel.sh qemu/fetch-source.sh | deps
+	@mkdir -p build
+	qemu/build-kernel.sh > $@.tmp && mv $@.tmp $@
+
+kernel: $(KDIR_FILE)
+
+ifeq ($(origin KDIR),command line)
+module:
+	$(MAKE) -C kernel KDIR=$(KDIR)
+else
+module: kernel
+	$(MAKE) -C kernel KDIR=$$(cat $(KDIR_FILE))
+endif
+
+selftests: kernel
+	$(MAKE) -C selftests KSRC=$(GUEST_KSRC)
+
+unit: venv kernel
+	$(VPY) -m ruff check python qemu
+	LU_KSRC=$(GUEST_KSRC) PYTHONPATH=python $(VPY) -m pytest -q python/tests
+
+guest: module selftests venv
+	@failed=0; for plan in $(PLANS); do \
+		$(RUN) --quiet --kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \
+			--module kernel/liveupdate.ko --python $(VPY) \
+			--out build/runs/$$(basename $$plan .plan) $$plan || failed=$$((failed + 1)); \
+	done; \
+	echo "guest: $$(( $(words $(PLANS)) - failed )) passed, $$failed failed"; \
+	[ $$failed = 0 ]
+
+check: unit guest
+
+demo: module venv
+	$(RUN) --kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \
+		--module kernel/liveupdate.ko --python $(VPY) \
+		--out build/runs/demo qemu/demo.plan
+
+clean:
+	$(MAKE) -C selftests clean
+	-$(MAKE) -C kernel KDIR=$$(cat $(KDIR_FILE)) clean
+	rm -rf build

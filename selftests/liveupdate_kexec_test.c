@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * memfds carried across three kernels: preserved in the first, retrieved,
+ * checked, changed and preserved again in the second, checked in the
+ * third. Each test runs in the stage its name says (LU_STAGE, set by the
+ * QEMU runner) and skips in the others.
+ */
+#include <sys/stat.h>
+
+#include "kselftest_harness.h"
+#include "lu_util.h"
+
+#define SESSION		"c-memfds"
+#define CLOSED_SESSION	"c-closed"
+#define PAGE		4096L
+#define MIB		(1024L * 1024)
+
+enum {
+	TOKEN_EMPTY = 1,
+	TOKEN_PAGE,
+	TOKEN_ODD,
+	TOKEN_SPARSE,
+	TOKEN_FULL,
+	TOKEN_SEALED,
+	TOKEN_FALLOCATED,
+	NR_TOKENS = TOKEN_FALLOCATED,
+};
+
+#define ODD_SIZE	12345
+#define ODD_POS		777
+#define SPARSE_SIZE	(64 * MIB)
+#define FULL_SIZE	(16 * MIB)
+#define SEALED_SIZE	(2 * PAGE)
+#define SEALS		(F_SEAL_GROW | F_SEAL_SHRINK)
+#define FALLOC_SIZE	MIB
+
+static const off_t sparse_pages[] = { 0, 17 * MIB + 3 * PAGE, SPARSE_SIZE - PAGE };
+
+static int stage(void)
+{
+	const char *s = getenv("LU_STAGE");
+
+	return s ? atoi(s) : 0;
+}
+
+/* Seed of token @t's data in kernel @k: token 2 changes in kernel 2. */
+static uint32_t seed(int t, int k)
+{
+	return t == TOKEN_PAGE && k >= 2 ? 22 : t;
+}
+
+static int make_memfds(struct __test_metadata *_metadata, int *fds)
+{
+	int i;
+
+	for (i = 1; i <= NR_TOKENS; i++) {
+		fds[i] = memfd_create("lu-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		ASSERT_LE(0, fds[i]);
+	}
+	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_PAGE], seed(TOKEN_PAGE, 1), 0, PAGE));
+	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_ODD], TOKEN_ODD, 0, ODD_SIZE));
+	ASSERT_EQ(ODD_POS, lseek(fds[TOKEN_ODD], ODD_POS, SEEK_SET));
+	ASSERT_EQ(0, ftruncate(fds[TOKEN_SPARSE], SPARSE_SIZE));
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_SPARSE], TOKEN_SPARSE,
+					      sparse_pages[i], PAGE));
+	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_FULL], TOKEN_FULL, 0, FULL_SIZE));
+	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_SEALED], TOKEN_SEALED, 0, SEALED_SIZE));
+	ASSERT_EQ(0, fcntl(fds[TOKEN_SEALED], F_ADD_SEALS, SEALS));
+	ASSERT_EQ(0, fallocate(fds[TOKEN_FALLOCATED], 0, 0, FALLOC_SIZE));
+	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_FALLOCATED], TOKEN_FALLOCATED, 0, PAGE));
+	return 0;
+}
+
+static void check_memfds(struct __test_metadata *_metadata, int *fds, int k)
+{
+	struct stat st;
+	int i;
+
+	ASSERT_EQ(0, fstat(fds[TOKEN_EMPTY], &st));
+	EXPECT_EQ(0, st.st_size);
+
+	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_PAGE], seed(TOKEN_PAGE, k), 0, PAGE));
+
+	ASSERT_EQ(0, fstat(fds[TOKEN_ODD], &st));
+	EXPECT_EQ(ODD_SIZE, st.st_size);
+	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_ODD], TOKEN_ODD, 0, ODD_SIZE));
+	EXPECT_EQ(ODD_POS, lseek(fds[TOKEN_ODD], 0, SEEK_CUR));
+
+	/* Holes stay holes: three pages of data, found where they were. */
+	ASSERT_EQ(0, fstat(fds[TOKEN_SPARSE], &st));
+	EXPECT_EQ(SPARSE_SIZE, st.st_size);
+	EXPECT_EQ(3 * PAGE / 512, st.st_blocks);
+	for (i = 0; i < 3; i++) {
+		EXPECT_EQ(sparse_pages[i],
+			  lseek(fds[TOKEN_SPARSE], i ? sparse_pages[i - 1] + PAGE : 0,
+				SEEK_DATA));
+		EXPECT_EQ(sparse_pages[i] + PAGE,
+			  lseek(fds[TOKEN_SPARSE], sparse_pages[i], SEEK_HOLE));
+		EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_SPARSE], TOKEN_SPARSE,
+						sparse_pages[i], PAGE));
+	}
+
+	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_FULL], TOKEN_FULL, 0, FULL_SIZE));
+
+	EXPECT_EQ(SEALS, fcntl(fds[TOKEN_SEALED], F_GET_SEALS));
+	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_SEALED], TOKEN_SEALED, 0, SEALED_SIZE));
+	EXPECT_EQ(-1, ftruncate(fds[TOKEN_SEALED], 0));
+	EXPECT_EQ(EPERM, errno);
+
+	/* Fallocated but never written pages come back as holes. */
+	ASSERT_EQ(0, fstat(fds[TOKEN_FALLOCATED], &st));
+	EXPECT_EQ(FALLOC_SIZE, st.st_size);
+	EXPECT_EQ(PAGE / 512, st.st_blocks);
+	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_FALLOCATED], TOKEN_FALLOCATED, 0, PAGE));
+}
+
+static void preserve_all(struct __test_metadata *_metadata, int dev, int *fds)
+{
+	int session, i;
+
+	session = lu_create_session(dev, SESSION);
+	ASSERT_LE(0, session);
+	for (i = 1; i <= NR_TOKENS; i++)
+		ASSERT_EQ(0, lu_preserve(session, fds[i], i));
+}
+
+static void retrieve_all(struct __test_metadata *_metadata, int dev, int *fds,
+			 int *sessionp)
+{
+	int session, i;
+
+	session = lu_retrieve_session(dev, SESSION);
+	ASSERT_LE(0, session);
+	for (i = 1; i <= NR_TOKENS; i++) {
+		fds[i] = lu_retrieve(session, i);
+		ASSERT_LE(0, fds[i]);
+		EXPECT_EQ(FD_CLOEXEC, fcntl(fds[i], F_GETFD));
+	}
+	*sessionp = session;
+}
+
+TEST(kernel1_preserve)
+{
+	int fds[NR_TOKENS + 1];
+	int dev, closed, fd;
+
+	if (stage() != 1)
+		SKIP(return, "runs in kernel 1");
+	dev = open(LU_DEVICE, O_RDWR);
+	ASSERT_LE(0, dev);
+	make_memfds(_metadata, fds);
+	preserve_all(_metadata, dev, fds);
+
+	/* A session closed before the kexec leaves nothing behind. */
+	closed = lu_create_session(dev, CLOSED_SESSION);
+	ASSERT_LE(0, closed);
+	fd = memfd_create("closed", 0);
+	ASSERT_EQ(0, lu_pattern_write(fd, 99, 0, PAGE));
+	ASSERT_EQ(0, lu_preserve(closed, fd, 1));
+	ASSERT_EQ(0, close(closed));
+
+	ASSERT_EQ(0, lu_hold_fds_until_kexec());
+}
+
+TEST(kernel2_check_and_preserve_again)
+{
+	int fds[NR_TOKENS + 1];
+	int dev, session, early;
+
+	if (stage() != 2)
+		SKIP(return, "runs in kernel 2");
+	dev = open(LU_DEVICE, O_RDWR);
+	ASSERT_LE(0, dev);
+	EXPECT_EQ(-ENOENT, lu_retrieve_session(dev, CLOSED_SESSION));
+	retrieve_all(_metadata, dev, fds, &session);
+	check_memfds(_metadata, fds, 1);
+
+	/* A retrieved file is busy until its session is finished. */
+	early = lu_create_session(dev, "c-early");
+	ASSERT_LE(0, early);
+	ASSERT_EQ(-EBUSY, lu_preserve(early, fds[TOKEN_PAGE], 1));
+	ASSERT_EQ(0, close(early));
+	ASSERT_EQ(0, lu_finish(session));
+	EXPECT_EQ(-ENOENT, lu_retrieve(session, TOKEN_PAGE));
+	ASSERT_EQ(0, lu_finish(session));
+
+	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_PAGE], seed(TOKEN_PAGE, 2), 0, PAGE));
+	preserve_all(_metadata, dev, fds);
+	ASSERT_EQ(0, lu_hold_fds_until_kexec());
+}
+
+TEST(kernel3_check)
+{
+	int fds[NR_TOKENS + 1];
+	int dev, session;
+
+	if (stage() != 3)
+		SKIP(return, "runs in kernel 3");
+	dev = open(LU_DEVICE, O_RDWR);
+	ASSERT_LE(0, dev);
+	EXPECT_EQ(-ENOENT, lu_retrieve_session(dev, "c-early"));
+	retrieve_all(_metadata, dev, fds, &session);
+	check_memfds(_metadata, fds, 2);
+	ASSERT_EQ(0, lu_finish(session));
+}
+
+TEST_HARNESS_MAIN
