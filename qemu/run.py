@@ -17,6 +17,7 @@ import gzip
 import os
 import re
 import selectors
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ FATAL_RE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops|general protection")
 def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     """Build a newc cpio archive from (name, mode, data) entries."""
     out = bytearray()
-    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], 1):
+    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], 1):
         encoded = name.encode() + b"\0"
         fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
         out += b"070701" + b"".join(b"%08X" % f for f in fields) + encoded
@@ -53,6 +54,65 @@ def build_initrd(path: Path) -> None:
     entries.append(("bin/busybox", 0o100755, busybox.read_bytes()))
     entries.append(("init", 0o100755, (HERE / "guest" / "init").read_bytes()))
     path.write_bytes(gzip.compress(cpio_newc(entries), compresslevel=1))
+
+
+class Console:
+    """Reads the guest's serial console: logs it, reports stages, finds the verdict."""
+
+    def __init__(self, log_path: Path, echo: bool, start: float) -> None:
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in follow()
+        self.echo = echo
+        self.start = start
+        self.verdict: str | None = None
+        self.results: dict[int, str] = {}
+        self.fatal: list[str] = []
+
+    def line(self, line: str) -> None:
+        stamp = time.monotonic() - self.start
+        self.log.write(f"[{stamp:8.3f}] {line}\n")
+        if self.echo:
+            print(line, flush=True)
+        m = STAGE_RE.search(line)
+        if m:
+            stage, what, rest = f"{m.group(1)}/{m.group(2)}", m.group(3), m.group(4).strip()
+            if what == "RESULT":
+                self.results[int(m.group(1))] = rest.split()[0]
+            word = "started" if what == "BEGIN" else f"exit {rest}"
+            print(f"run.py: [{stamp:7.1f} s] stage {stage} {word}", flush=True)
+        if "LU-VERDICT" in line:
+            self.verdict = line.split("LU-VERDICT", 1)[1].strip()
+        if FATAL_RE.search(line):
+            self.fatal.append(line)
+
+    def follow(self, qemu: subprocess.Popen, deadline: float) -> None:
+        """Read until QEMU exits, the deadline passes, or the guest lingers after its verdict."""
+        assert qemu.stdout is not None
+        fd = qemu.stdout.fileno()
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        buf = b""
+        verdict_deadline = None
+        while True:
+            now = time.monotonic()
+            if self.verdict is not None and verdict_deadline is None:
+                verdict_deadline = now + 10
+            if verdict_deadline is not None and now > verdict_deadline:
+                qemu.kill()  # the guest said its last word but did not stop
+                break
+            if now > deadline:
+                qemu.kill()
+                print(f"run.py: timeout after {deadline - self.start:.0f} s", flush=True)
+                break
+            if not sel.select(timeout=1.0):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                self.line(raw.decode(errors="replace").rstrip("\r"))
+        self.log.close()
 
 
 def main() -> int:
@@ -89,7 +149,7 @@ def main() -> int:
         "LU_PYTHON": args.python,
         "LU_OUT": "/run/out",
     }
-    (out / "env").write_text("".join(f"{k}='{v}'\nexport {k}\n" for k, v in env.items()))
+    (out / "env").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
 
     cmd = [
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
@@ -102,56 +162,16 @@ def main() -> int:
     ]
     print(f"run.py: {args.plan.name}: {len(plan)} stages, output in {out}", flush=True)
     start = time.monotonic()
-    log_path = out / "serial.log"
-    verdict, verdict_at, results, fatal = None, 0.0, {}, []
-    with open(log_path, "w") as log, subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    ) as qemu:
-        assert qemu.stdout is not None
-        os.set_blocking(qemu.stdout.fileno(), True)
-        deadline = start + args.timeout
-        sel = selectors.DefaultSelector()
-        sel.register(qemu.stdout, selectors.EVENT_READ)
-        buf = b""
-        while True:
-            if verdict is not None and time.monotonic() > verdict_at + 10:
-                qemu.kill()  # the guest said its last word but did not stop
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                qemu.kill()
-                print(f"run.py: timeout after {args.timeout:.0f} s", flush=True)
-                break
-            if not sel.select(timeout=min(left, 1.0)):
-                continue
-            chunk = os.read(qemu.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                line = raw.decode(errors="replace").rstrip("\r")
-                stamp = time.monotonic() - start
-                log.write(f"[{stamp:8.3f}] {line}\n")
-                if not args.quiet:
-                    print(line, flush=True)
-                m = STAGE_RE.search(line)
-                if m and m.group(3) == "BEGIN":
-                    print(f"run.py: [{stamp:7.1f} s] stage {m.group(1)}/{m.group(2)} started", flush=True)
-                elif m:
-                    results[int(m.group(1))] = m.group(4).split()[0]
-                    print(f"run.py: [{stamp:7.1f} s] stage {m.group(1)}/{m.group(2)} exit {m.group(4).strip()}", flush=True)
-                if "LU-VERDICT" in line:
-                    verdict = line.split("LU-VERDICT", 1)[1].strip()
-                    verdict_at = time.monotonic()
-                if FATAL_RE.search(line):
-                    fatal.append(line)
+    console = Console(out / "serial.log", echo=not args.quiet, start=start)
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as qemu:
+        console.follow(qemu, start + args.timeout)
         qemu.wait()
+    verdict, results, fatal = console.verdict, console.results, console.fatal
     elapsed = time.monotonic() - start
     ok = verdict == "PASS" and len(results) == len(plan) and not fatal
     ok = ok and all(rc == "0" for rc in results.values())
     if not ok:
-        tail = log_path.read_text().splitlines()[-60:]
+        tail = (out / "serial.log").read_text().splitlines()[-60:]
         print("run.py: serial log tail:\n" + "\n".join(tail), flush=True)
         if fatal:
             print("run.py: kernel reported:\n" + "\n".join(fatal[:10]), flush=True)
