@@ -166,7 +166,8 @@ TEST(kernel1_preserve)
 TEST(kernel2_check_and_preserve_again)
 {
 	int fds[NR_TOKENS + 1];
-	int dev, session, early;
+	struct stat st, st_again;
+	int dev, session, early, again;
 
 	if (stage() != 2)
 		SKIP(return, "runs in kernel 2");
@@ -175,6 +176,17 @@ TEST(kernel2_check_and_preserve_again)
 	EXPECT_EQ(-ENOENT, lu_retrieve_session(dev, CLOSED_SESSION));
 	retrieve_all(_metadata, dev, fds, &session);
 	check_memfds(_metadata, fds, 1);
+	EXPECT_EQ(-EINVAL, lu_retrieve_session(dev, SESSION));
+	EXPECT_EQ(-EINVAL, lu_preserve(session, fds[TOKEN_PAGE], 99));
+	EXPECT_EQ(-ENOENT, lu_retrieve(session, 99));
+
+	/* Retrieving again gives another fd for the same file. */
+	again = lu_retrieve(session, TOKEN_FULL);
+	ASSERT_LE(0, again);
+	ASSERT_EQ(0, fstat(again, &st_again));
+	ASSERT_EQ(0, fstat(fds[TOKEN_FULL], &st));
+	EXPECT_EQ(st.st_ino, st_again.st_ino);
+	close(again);
 
 	/* A retrieved file is busy until its session is finished. */
 	early = lu_create_session(dev, "c-early");
