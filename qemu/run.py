@@ -27,10 +27,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
+# The guest mounts tmpfs on /tmp and /run, so the checkout (which may live
+# under /tmp) gets its own share, mounted here.
+GUEST_CHECKOUT = "/run/checkout"
 BASE_APPEND = "console=ttyS0 kho=on panic=-1 oops=panic loglevel=4"
 STAGE_RE = re.compile(r"LU-STAGE (\d+)/(\d+) (BEGIN|RESULT)(.*)")
 # Kernel lines that mean the guest is broken whatever the verdict says.
 FATAL_RE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops|general protection")
+
+
+def guest_path(path: Path) -> str:
+    """Where the guest sees a host file: the checkout is remounted, the rest is the host's root."""
+    path = path.resolve()
+    if path.is_relative_to(CHECKOUT):
+        return f"{GUEST_CHECKOUT}/{path.relative_to(CHECKOUT)}"
+    return str(path)
 
 
 def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
@@ -141,11 +152,11 @@ def main() -> int:
     (out / "plan").write_text("\n".join(plan) + "\n")
     append = f"{BASE_APPEND} {args.append}".strip()
     env = {
-        "LU_CHECKOUT": str(CHECKOUT),
-        "LU_KERNEL": str(args.kernel.resolve()),
+        "LU_CHECKOUT": GUEST_CHECKOUT,
+        "LU_KERNEL": guest_path(args.kernel),
         "LU_INITRD": "/run/out/initrd.cpio.gz",
         "LU_APPEND": append,
-        "LU_MODULE": str(args.module.resolve()) if args.module else "",
+        "LU_MODULE": guest_path(args.module) if args.module else "",
         "LU_PYTHON": args.python,
         "LU_OUT": "/run/out",
     }
@@ -158,6 +169,7 @@ def main() -> int:
         "-kernel", str(args.kernel), "-initrd", str(out / "initrd.cpio.gz"),
         "-append", f"{append} lu.stage=1",
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs", f"local,path={CHECKOUT},mount_tag=checkout,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={out},mount_tag=out,security_model=none",
     ]
     print(f"run.py: {args.plan.name}: {len(plan)} stages, output in {out}", flush=True)
