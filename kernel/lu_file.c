@@ -86,7 +86,7 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token)
 	if (!handler)
 		return -ENOENT;
 
-	lf = kzalloc(sizeof(*lf), GFP_KERNEL);
+	lf = kzalloc_obj(*lf, GFP_KERNEL);
 	if (!lf)
 		return -ENOMEM;
 	lf->token = token;
@@ -225,7 +225,7 @@ int lu_file_add_incoming(struct lu_session *session, u64 token,
 	handler = lu_handler_by_name(compatible);
 	if (!handler)
 		return -ENOENT;
-	lf = kzalloc(sizeof(*lf), GFP_KERNEL);
+	lf = kzalloc_obj(*lf, GFP_KERNEL);
 	if (!lf)
 		return -ENOMEM;
 	lf->token = token;

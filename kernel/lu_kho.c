@@ -14,10 +14,21 @@
 #include <linux/io.h>
 #include <linux/kexec_handover.h>
 #include <linux/mm.h>
+#include <linux/moduleparam.h>
 #include <linux/overflow.h>
 #include <linux/string.h>
 
 #include "lu_internal.h"
+
+/*
+ * For the selftests only: damage what the next kernel reads, to prove that
+ * it refuses bad hand-over data cleanly.
+ */
+enum { LU_DAMAGE_NONE, LU_DAMAGE_VERSION, LU_DAMAGE_MAGIC, LU_DAMAGE_TABLE };
+static unsigned int test_damage_handover;
+module_param(test_damage_handover, uint, 0600);
+MODULE_PARM_DESC(test_damage_handover,
+		 "testing: damage the hand-over data at kexec (1 version, 2 magic, 3 table)");
 
 static struct lu_ser_root *lu_root;
 static void *lu_table;
@@ -139,6 +150,13 @@ void lu_kho_write_table(void)
 	}
 	lu_root->table = virt_to_phys(lu_table);
 	lu_root->table_size = lu_table_size;
+
+	if (test_damage_handover == LU_DAMAGE_VERSION)
+		lu_root->version = LU_KHO_VERSION + 1;
+	else if (test_damage_handover == LU_DAMAGE_MAGIC)
+		lu_root->magic = ~LU_KHO_MAGIC;
+	else if (test_damage_handover == LU_DAMAGE_TABLE)
+		table->nr_files++;
 }
 
 static bool lu_name_valid(const u8 *name, size_t len)

@@ -243,7 +243,7 @@ static int lu_memfd_preserve(struct lu_file *lf)
 	loff_t size;
 	int err;
 
-	m = kzalloc(sizeof(*m), GFP_KERNEL);
+	m = kzalloc_obj(*m, GFP_KERNEL);
 	if (!m)
 		return -ENOMEM;
 
@@ -321,7 +321,7 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 
 	if (m)
 		return 0;
-	m = kzalloc(sizeof(*m), GFP_KERNEL);
+	m = kzalloc_obj(*m, GFP_KERNEL);
 	if (!m)
 		return -ENOMEM;
 	folio = kho_restore_folio(lf->data);

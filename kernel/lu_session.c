@@ -176,7 +176,7 @@ int lu_session_create(const char *name, struct file **filep)
 	err = lu_kho_reserve(lu.nr_out_sessions + 1, lu.nr_out_files);
 	if (err)
 		return err;
-	session = kzalloc(sizeof(*session), GFP_KERNEL);
+	session = kzalloc_obj(*session, GFP_KERNEL);
 	if (!session)
 		return -ENOMEM;
 	strscpy(session->name, name, sizeof(session->name));
@@ -226,7 +226,7 @@ int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
 	struct lu_session *session;
 
 	lockdep_assert_held(&lu.lock);
-	session = kzalloc(sizeof(*session), GFP_KERNEL);
+	session = kzalloc_obj(*session, GFP_KERNEL);
 	if (!session)
 		return -ENOMEM;
 	strscpy(session->name, name, sizeof(session->name));
