@@ -13,7 +13,7 @@
  * fallocated-but-unwritten ranges are not preserved and come back as
  * holes. The folios stay in the file: later writes within the size land
  * in preserved memory. Pages written into holes after preservation are
- * not carried.
+ * new folios; the reboot notifier's freeze step finds and preserves them.
  *
  * Retrieve (new kernel): the shmem internals that would insert the old
  * folios into a new file's page cache are not exported, so the data is
@@ -21,6 +21,7 @@
  * freed right after its copy. A failure keeps what was copied and the
  * next retrieval resumes from there.
  */
+#include <linux/bsearch.h>
 #include <linux/fcntl.h>
 #include <linux/file.h>
 #include <linux/highmem.h>
@@ -31,6 +32,7 @@
 #include <linux/sched.h>
 #include <linux/shmem_fs.h>
 #include <linux/slab.h>
+#include <linux/sort.h>
 #include <linux/vmalloc.h>
 #include <linux/xarray.h>
 
@@ -145,10 +147,28 @@ static void lu_memfd_zero_if_stale(struct folio *folio)
 	folio_unlock(folio);
 }
 
-/* Pins and preserves the folios of [start, end]; they are added to @m. */
+static int lu_memfd_cmp_index(const void *key, const void *elt)
+{
+	pgoff_t index = *(const pgoff_t *)key;
+	u64 other = ((const struct lu_ser_folio *)elt)->index;
+
+	return index < other ? -1 : index > other;
+}
+
+/* Whether the first @nr_old (sorted) entries of @m hold @index. */
+static bool lu_memfd_has(struct lu_memfd *m, u64 nr_old, pgoff_t index)
+{
+	return nr_old && bsearch(&index, m->folios, nr_old, sizeof(*m->folios),
+				 lu_memfd_cmp_index);
+}
+
+/*
+ * Pins and preserves the folios of [start, end] that are not among the
+ * first @nr_old entries of @m, and adds them to @m.
+ */
 static int lu_memfd_preserve_run(struct file *file, struct lu_memfd *m,
-				 pgoff_t start, pgoff_t end, loff_t size,
-				 struct folio **batch)
+				 u64 nr_old, pgoff_t start, pgoff_t end,
+				 loff_t size, struct folio **batch)
 {
 	loff_t last_byte = min_t(loff_t, ((loff_t)end << PAGE_SHIFT) +
 					 PAGE_SIZE, size) - 1;
@@ -167,6 +187,11 @@ static int lu_memfd_preserve_run(struct file *file, struct lu_memfd *m,
 		for (i = 0; i < n; i++) {
 			struct folio *folio = batch[i];
 
+			next = folio->index + folio_nr_pages(folio);
+			if (lu_memfd_has(m, nr_old, folio->index)) {
+				unpin_folio(folio);
+				continue;
+			}
 			if (m->nr == m->cap) {
 				err = lu_memfd_grow(m);
 				if (err)
@@ -181,7 +206,6 @@ static int lu_memfd_preserve_run(struct file *file, struct lu_memfd *m,
 				(folio_pfn(folio) << LU_FOLIO_ORDER_BITS) |
 				folio_order(folio);
 			m->nr++;
-			next = folio->index + folio_nr_pages(folio);
 		}
 		cond_resched();
 	}
@@ -205,8 +229,9 @@ static void lu_memfd_release_folios(struct lu_memfd *m)
 	vfree(m->folios);
 }
 
+/* Preserves the data pages of @file that the first @nr_old entries lack. */
 static int lu_memfd_preserve_folios(struct file *file, struct lu_memfd *m,
-				    loff_t size)
+				    u64 nr_old, loff_t size)
 {
 	struct folio **batch;
 	pgoff_t from = 0, start, end, last;
@@ -220,7 +245,8 @@ static int lu_memfd_preserve_folios(struct file *file, struct lu_memfd *m,
 	last = (size - 1) >> PAGE_SHIFT;
 	while (from <= last &&
 	       lu_memfd_next_run(file->f_mapping, from, last, &start, &end)) {
-		err = lu_memfd_preserve_run(file, m, start, end, size, batch);
+		err = lu_memfd_preserve_run(file, m, nr_old, start, end, size,
+					    batch);
 		if (err)
 			break;
 		if (end == last)
@@ -262,7 +288,7 @@ static int lu_memfd_preserve(struct lu_file *lf)
 		err = PTR_ERR(m->ser);
 		goto err_unlock;
 	}
-	err = lu_memfd_preserve_folios(lf->file, m, size);
+	err = lu_memfd_preserve_folios(lf->file, m, 0, size);
 	if (err)
 		goto err_folios;
 	if (m->nr) {
@@ -305,11 +331,55 @@ static void lu_memfd_unpreserve(struct lu_file *lf)
 	kfree(m);
 }
 
+static int lu_memfd_cmp_folio(const void *a, const void *b)
+{
+	u64 x = ((const struct lu_ser_folio *)a)->index;
+	u64 y = ((const struct lu_ser_folio *)b)->index;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Pages written into holes after preservation are new folios: preserve
+ * them too, and republish the (re-sorted) folio array. This allocates in
+ * the reboot notifier, where nothing can fail the kexec any more, so a
+ * failure only loses those late pages, and says so.
+ */
+static void lu_memfd_add_late_folios(struct lu_file *lf)
+{
+	struct inode *inode = file_inode(lf->file);
+	struct lu_memfd *m = lf->priv;
+	u64 nr_old = m->nr;
+	int err;
+
+	if (m->nr)
+		kho_unpreserve_vmalloc(&m->ser->folios);
+	inode_lock(inode);
+	err = lu_memfd_preserve_folios(lf->file, m, nr_old, m->ser->size);
+	inode_unlock(inode);
+	if (m->nr != nr_old)
+		sort(m->folios, m->nr, sizeof(*m->folios), lu_memfd_cmp_folio,
+		     NULL);
+	if (m->nr) {
+		int verr = kho_preserve_vmalloc(m->folios, &m->ser->folios);
+
+		if (verr) {
+			m->nr = 0;
+			err = verr;
+		}
+	}
+	m->ser->nr_folios = m->nr;
+	if (err)
+		pr_err("liveupdate: memfd %llu: %d: pages written after preservation may be lost\n",
+		       lf->token, err);
+}
+
 static void lu_memfd_freeze(struct lu_file *lf)
 {
 	struct lu_memfd *m = lf->priv;
 
 	m->ser->pos = READ_ONCE(lf->file->f_pos);
+	lu_memfd_add_late_folios(lf);
 }
 
 /* New kernel: takes the header and the folio array out of KHO, once. */

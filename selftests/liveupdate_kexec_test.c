@@ -34,7 +34,10 @@ enum {
 #define SEALS		(F_SEAL_GROW | F_SEAL_SHRINK)
 #define FALLOC_SIZE	MIB
 
-static const off_t sparse_pages[] = { 0, 17 * MIB + 3 * PAGE, SPARSE_SIZE - PAGE };
+/* The last sparse page is written into a hole after preservation. */
+static const off_t sparse_pages[] = { 0, 17 * MIB + 3 * PAGE, 40 * MIB, SPARSE_SIZE - PAGE };
+#define NR_SPARSE	4
+#define LATE_SPARSE	2
 
 static int stage(void)
 {
@@ -61,9 +64,10 @@ static int make_memfds(struct __test_metadata *_metadata, int *fds)
 	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_ODD], TOKEN_ODD, 0, ODD_SIZE));
 	ASSERT_EQ(ODD_POS, lseek(fds[TOKEN_ODD], ODD_POS, SEEK_SET));
 	ASSERT_EQ(0, ftruncate(fds[TOKEN_SPARSE], SPARSE_SIZE));
-	for (i = 0; i < 3; i++)
-		ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_SPARSE], TOKEN_SPARSE,
-					      sparse_pages[i], PAGE));
+	for (i = 0; i < NR_SPARSE; i++)
+		if (i != LATE_SPARSE)
+			ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_SPARSE], TOKEN_SPARSE,
+						      sparse_pages[i], PAGE));
 	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_FULL], TOKEN_FULL, 0, FULL_SIZE));
 	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_SEALED], TOKEN_SEALED, 0, SEALED_SIZE));
 	ASSERT_EQ(0, fcntl(fds[TOKEN_SEALED], F_ADD_SEALS, SEALS));
@@ -87,11 +91,11 @@ static void check_memfds(struct __test_metadata *_metadata, int *fds, int k)
 	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_ODD], TOKEN_ODD, 0, ODD_SIZE));
 	EXPECT_EQ(ODD_POS, lseek(fds[TOKEN_ODD], 0, SEEK_CUR));
 
-	/* Holes stay holes: three pages of data, found where they were. */
+	/* Holes stay holes: four pages of data, found where they were. */
 	ASSERT_EQ(0, fstat(fds[TOKEN_SPARSE], &st));
 	EXPECT_EQ(SPARSE_SIZE, st.st_size);
-	EXPECT_EQ(3 * PAGE / 512, st.st_blocks);
-	for (i = 0; i < 3; i++) {
+	EXPECT_EQ(NR_SPARSE * PAGE / 512, st.st_blocks);
+	for (i = 0; i < NR_SPARSE; i++) {
 		EXPECT_EQ(sparse_pages[i],
 			  lseek(fds[TOKEN_SPARSE], i ? sparse_pages[i - 1] + PAGE : 0,
 				SEEK_DATA));
@@ -151,6 +155,9 @@ TEST(kernel1_preserve)
 	ASSERT_LE(0, dev);
 	make_memfds(_metadata, fds);
 	preserve_all(_metadata, dev, fds);
+	/* Written into a hole after preservation: carried too. */
+	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_SPARSE], TOKEN_SPARSE,
+				      sparse_pages[LATE_SPARSE], PAGE));
 
 	/* A session closed before the kexec leaves nothing behind. */
 	closed = lu_create_session(dev, CLOSED_SESSION);
