@@ -61,7 +61,7 @@ selftests: kernel
 	$(MAKE) -C selftests KSRC=$(GUEST_KSRC)
 
 unit: venv kernel
-	$(VPY) -m ruff check python qemu
+	$(VPY) -m ruff check python qemu selftests
 	LU_KSRC=$(GUEST_KSRC) PYTHONPATH=python $(VPY) -m pytest -q python/tests
 
 guest: module selftests venv
