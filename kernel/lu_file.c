@@ -51,6 +51,18 @@ static struct lu_file *lu_file_find(struct lu_session *session, u64 token)
 	return NULL;
 }
 
+static struct lu_file *lu_file_new(u64 token,
+				   const struct lu_file_handler *handler)
+{
+	struct lu_file *lf = kzalloc_obj(*lf, GFP_KERNEL);
+
+	if (lf) {
+		lf->token = token;
+		lf->handler = handler;
+	}
+	return lf;
+}
+
 static unsigned long lu_busy_key(struct file *file)
 {
 	return (unsigned long)file_inode(file);
@@ -86,11 +98,9 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token)
 	if (!handler)
 		return -ENOENT;
 
-	lf = kzalloc_obj(*lf, GFP_KERNEL);
+	lf = lu_file_new(token, handler);
 	if (!lf)
 		return -ENOMEM;
-	lf->token = token;
-	lf->handler = handler;
 	lf->file = file;
 	err = xa_insert(&lu.busy_files, lu_busy_key(file), lf, GFP_KERNEL);
 	if (err)
@@ -225,11 +235,9 @@ int lu_file_add_incoming(struct lu_session *session, u64 token,
 	handler = lu_handler_by_name(compatible);
 	if (!handler)
 		return -ENOENT;
-	lf = kzalloc_obj(*lf, GFP_KERNEL);
+	lf = lu_file_new(token, handler);
 	if (!lf)
 		return -ENOMEM;
-	lf->token = token;
-	lf->handler = handler;
 	lf->data = data;
 	list_add_tail(&lf->node, &session->files);
 	session->nr_files++;

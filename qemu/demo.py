@@ -9,27 +9,16 @@ import hashlib
 import json
 import os
 import platform
-import signal
 import sys
 import time
 from pathlib import Path
 
-from liveupdate import Device
+from liveupdate import Device, hold_fds_until_kexec
 
 SESSION = "demo"
 TOKEN = 1
 SIZE = 64 << 20
 STATE = Path(os.environ.get("LU_OUT", "/tmp")) / "demo.json"
-
-
-def hold_fds_until_kexec() -> None:
-    """Keep the session fd open in a child that outlives this process."""
-    if os.fork() == 0:
-        os.setsid()
-        for fd in (0, 1, 2):
-            os.close(fd)
-        while True:
-            signal.pause()
 
 
 def stage1() -> None:

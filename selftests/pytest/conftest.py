@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,3 @@ class Carry:
 
     def load(self) -> dict[str, Any]:
         return json.loads(self.path.read_text())
-
-
-def hold_fds_until_kexec() -> None:
-    """Keep this process's fds (session fds above all) open until the kexec."""
-    if os.fork() == 0:
-        os.setsid()
-        for fd in (0, 1, 2):
-            os.close(fd)
-        while True:
-            signal.pause()

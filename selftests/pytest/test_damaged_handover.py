@@ -13,9 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import hold_fds_until_kexec
 
-from liveupdate import Device, LiveUpdateError
+from liveupdate import Device, LiveUpdateError, hold_fds_until_kexec
 
 PARAM = Path("/sys/module/liveupdate/parameters/test_damage_handover")
 SESSION = "damaged"

@@ -16,9 +16,9 @@ import random
 import time
 
 import pytest
-from conftest import Carry, hold_fds_until_kexec
+from conftest import Carry
 
-from liveupdate import Device
+from liveupdate import Device, hold_fds_until_kexec
 
 MIB = 1 << 20
 PAGE = 4096
