@@ -147,19 +147,21 @@ static void lu_memfd_zero_if_stale(struct folio *folio)
 	folio_unlock(folio);
 }
 
-static int lu_memfd_cmp_index(const void *key, const void *elt)
+static int lu_memfd_cmp_folio(const void *a, const void *b)
 {
-	pgoff_t index = *(const pgoff_t *)key;
-	u64 other = ((const struct lu_ser_folio *)elt)->index;
+	u64 x = ((const struct lu_ser_folio *)a)->index;
+	u64 y = ((const struct lu_ser_folio *)b)->index;
 
-	return index < other ? -1 : index > other;
+	return x < y ? -1 : x > y;
 }
 
 /* Whether the first @nr_old (sorted) entries of @m hold @index. */
 static bool lu_memfd_has(struct lu_memfd *m, u64 nr_old, pgoff_t index)
 {
-	return nr_old && bsearch(&index, m->folios, nr_old, sizeof(*m->folios),
-				 lu_memfd_cmp_index);
+	struct lu_ser_folio key = { .index = index };
+
+	return nr_old && bsearch(&key, m->folios, nr_old, sizeof(*m->folios),
+				 lu_memfd_cmp_folio);
 }
 
 /*
@@ -329,14 +331,6 @@ static void lu_memfd_unpreserve(struct lu_file *lf)
 	lu_memfd_release_folios(m);
 	kho_unpreserve_free(m->ser);
 	kfree(m);
-}
-
-static int lu_memfd_cmp_folio(const void *a, const void *b)
-{
-	u64 x = ((const struct lu_ser_folio *)a)->index;
-	u64 y = ((const struct lu_ser_folio *)b)->index;
-
-	return x < y ? -1 : x > y;
 }
 
 /*
