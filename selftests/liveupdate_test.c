@@ -262,7 +262,7 @@ TEST_F(dev, preserve_keeps_file_after_close)
 
 /*
  * Fills, optionally preserves and unpreserves, and frees a 64 MiB memfd
- * @rounds times; returns how far MemFree fell, in kB.
+ * @rounds times; returns how far MemFree fell, in kB. Failures abort the test.
  */
 static long memfree_drop(struct __test_metadata *_metadata,
 			 FIXTURE_DATA(dev) *self, bool preserve, int rounds)
@@ -274,19 +274,16 @@ static long memfree_drop(struct __test_metadata *_metadata,
 	memset(chunk, 0xab, sizeof(chunk));
 	for (i = 0; i < rounds; i++) {
 		fd = new_memfd(0);
-		if (fd < 0)
-			return -1;
+		ASSERT_LE(0, fd);
 		for (j = 0; j < 64; j++)
-			if (write(fd, chunk, sizeof(chunk)) != sizeof(chunk))
-				return -1;
-		if (preserve && lu_preserve(self->session, fd, i))
-			return -1;
+			ASSERT_EQ((ssize_t)sizeof(chunk), write(fd, chunk, sizeof(chunk)));
+		if (preserve)
+			ASSERT_EQ(0, lu_preserve(self->session, fd, i));
 		/* Closing the session unpins the pages; closing the memfd frees them. */
 		close(self->session);
 		close(fd);
 		self->session = lu_create_session(self->dev, "errors");
-		if (self->session < 0)
-			return -1;
+		ASSERT_LE(0, self->session);
 	}
 	return before - meminfo_kb("MemFree:");
 }
@@ -296,11 +293,14 @@ TEST_F(dev, unpreserve_returns_memory)
 	long plain, preserved;
 
 	/* The kernel keeps some freed pages in caches: compare with a run without liveupdate. */
+	memfree_drop(_metadata, self, false, 1);	/* warms the caches up */
 	plain = memfree_drop(_metadata, self, false, 4);
 	preserved = memfree_drop(_metadata, self, true, 4);
 	TH_LOG("MemFree fell %ld kB without preservation, %ld kB with", plain, preserved);
-	ASSERT_LE(0, preserved);
-	/* 256 MiB went through; a leak of pins or KHO blocks would keep it. */
+	/*
+	 * Either figure may be negative when caches shrink meanwhile; 256 MiB
+	 * went through, and a leak of pins or KHO blocks would keep all of it.
+	 */
 	EXPECT_LT(preserved - plain, 32 * 1024);
 }
 
