@@ -2,11 +2,13 @@
 /*
  * DOC: liveupdate files and their handlers
  *
- * A handler carries one kind of file (memfd for now). Preservation does
- * all fallible work up front; the reboot notifier only asks each handler
- * to record what may still change. A file may be carried by one session
- * at a time: lu.busy_files maps its inode to its struct lu_file, from
- * preservation until unpreservation, and from retrieval until finish.
+ * A handler carries one kind of file (memfd for now). A file goes
+ * through the handler's steps in this order, each undone in reverse:
+ * preserve (PRESERVE_FD: cheap checks), prepare (PREPARE: serialize into
+ * KHO), freeze (FREEZE: what changed since). A file preserved while the
+ * state is PREPARED is prepared at once. A file may be carried by one
+ * session at a time: lu.busy_files maps its inode to its struct lu_file,
+ * from preservation until unpreservation, and from retrieval until finish.
  *
  * All functions here run under lu.lock.
  */
@@ -68,6 +70,36 @@ static unsigned long lu_busy_key(struct file *file)
 	return (unsigned long)file_inode(file);
 }
 
+static int lu_file_prepare(struct lu_file *lf)
+{
+	int err = lf->handler->prepare(lf);
+
+	if (err)
+		return err;
+	lf->prepared = true;
+	lu.nr_out_bytes += lf->bytes;
+	return 0;
+}
+
+static void lu_file_unfreeze(struct lu_file *lf)
+{
+	if (lf->frozen && lf->handler->unfreeze)
+		lf->handler->unfreeze(lf);
+	lf->frozen = false;
+}
+
+static void lu_file_cancel(struct lu_file *lf)
+{
+	lu_file_unfreeze(lf);
+	if (lf->prepared) {
+		lu.nr_out_bytes -= lf->bytes;
+		lf->handler->cancel(lf);
+	}
+	lf->prepared = false;
+	lf->bytes = 0;
+	lf->data = 0;
+}
+
 /**
  * lu_file_preserve - preserve the file behind @fd in an outgoing session
  * @session: the session
@@ -108,6 +140,11 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token)
 	err = handler->preserve(lf);
 	if (err)
 		goto err_busy;
+	if (lu.state == LIVEUPDATE_STATE_PREPARED) {
+		err = lu_file_prepare(lf);
+		if (err)
+			goto err_unpreserve;
+	}
 
 	retain_and_null_ptr(file);
 	list_add_tail(&lf->node, &session->files);
@@ -115,6 +152,8 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token)
 	lu.nr_out_files++;
 	return 0;
 
+err_unpreserve:
+	handler->unpreserve(lf);
 err_busy:
 	xa_erase(&lu.busy_files, lu_busy_key(file));
 err_free:
@@ -132,6 +171,7 @@ void lu_file_unpreserve_all(struct lu_session *session)
 
 	lockdep_assert_held(&lu.lock);
 	list_for_each_entry_safe(lf, next, &session->files, node) {
+		lu_file_cancel(lf);
 		lf->handler->unpreserve(lf);
 		xa_erase(&lu.busy_files, lu_busy_key(lf->file));
 		fput(lf->file);
@@ -143,16 +183,90 @@ void lu_file_unpreserve_all(struct lu_session *session)
 }
 
 /**
- * lu_file_freeze_all - record the last state of an outgoing session's files
- * @session: the session
+ * lu_file_prepare_all - serialize an outgoing session's files into KHO
+ * @session:      the session
+ * @failed_token: set to the token of the file that failed
+ *
+ * Files prepared already (preserved while PREPARED) are skipped. On
+ * failure the files this call prepared are cancelled again.
  */
-void lu_file_freeze_all(struct lu_session *session)
+int lu_file_prepare_all(struct lu_session *session, u64 *failed_token)
+{
+	struct lu_file *lf;
+	int err;
+
+	lockdep_assert_held(&lu.lock);
+	list_for_each_entry(lf, &session->files, node) {
+		if (lf->prepared)
+			continue;
+		err = lu_file_prepare(lf);
+		if (err) {
+			*failed_token = lf->token;
+			list_for_each_entry_continue_reverse(lf, &session->files,
+							     node)
+				lu_file_cancel(lf);
+			return err;
+		}
+	}
+	return 0;
+}
+
+/**
+ * lu_file_cancel_all - undo the freeze and prepare steps of a session
+ * @session: the session; its files stay preserved
+ */
+void lu_file_cancel_all(struct lu_session *session)
 {
 	struct lu_file *lf;
 
 	lockdep_assert_held(&lu.lock);
-	list_for_each_entry(lf, &session->files, node)
-		lf->handler->freeze(lf);
+	list_for_each_entry_reverse(lf, &session->files, node)
+		lu_file_cancel(lf);
+}
+
+/**
+ * lu_file_freeze_all - record the last state of a prepared session's files
+ * @session:      the session
+ * @failed_token: set to the token of the file that failed
+ *
+ * On failure the files this call froze are unfrozen again.
+ */
+int lu_file_freeze_all(struct lu_session *session, u64 *failed_token)
+{
+	struct lu_file *lf;
+	int err;
+
+	lockdep_assert_held(&lu.lock);
+	list_for_each_entry(lf, &session->files, node) {
+		if (lf->frozen)
+			continue;
+		if (WARN_ON_ONCE(!lf->prepared))
+			err = -EINVAL;
+		else
+			err = lf->handler->freeze(lf);
+		if (err) {
+			*failed_token = lf->token;
+			list_for_each_entry_continue_reverse(lf, &session->files,
+							     node)
+				lu_file_unfreeze(lf);
+			return err;
+		}
+		lf->frozen = true;
+	}
+	return 0;
+}
+
+/**
+ * lu_file_unfreeze_all - undo the freeze step of a session's files
+ * @session: the session
+ */
+void lu_file_unfreeze_all(struct lu_session *session)
+{
+	struct lu_file *lf;
+
+	lockdep_assert_held(&lu.lock);
+	list_for_each_entry_reverse(lf, &session->files, node)
+		lu_file_unfreeze(lf);
 }
 
 /**
@@ -193,27 +307,34 @@ int lu_file_retrieve(struct lu_session *session, u64 token,
 
 /**
  * lu_file_finish_all - end the hand-over of an incoming session's files
- * @session: the session
+ * @session:    the session
+ * @nr_dropped: incremented for each file that was never retrieved
  *
- * Retrieved files become ordinary files; the others are discarded and
- * their memory returned.
+ * Retrieved files become ordinary files; the others are freed.
+ *
+ * Return: the bytes of memory that the files never retrieved returned.
  */
-void lu_file_finish_all(struct lu_session *session)
+u64 lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped)
 {
 	struct lu_file *lf, *next;
+	u64 bytes = 0;
 
 	lockdep_assert_held(&lu.lock);
-	list_for_each_entry_safe(lf, next, &session->files, node) {
+	list_for_each_entry_safe_reverse(lf, next, &session->files, node) {
 		if (lf->file) {
 			xa_erase(&lu.busy_files, lu_busy_key(lf->file));
+			lf->handler->finish(lf);
 			fput(lf->file);
 		} else {
-			lf->handler->discard(lf);
+			bytes += lf->handler->finish(lf);
+			(*nr_dropped)++;
 		}
 		list_del(&lf->node);
 		kfree(lf);
+		lu.nr_in_files--;
 	}
 	session->nr_files = 0;
+	return bytes;
 }
 
 /**
@@ -241,6 +362,7 @@ int lu_file_add_incoming(struct lu_session *session, u64 token,
 	lf->data = data;
 	list_add_tail(&lf->node, &session->files);
 	session->nr_files++;
+	lu.nr_in_files++;
 	return 0;
 }
 

@@ -107,8 +107,9 @@ int lu_kho_reserve(unsigned int nr_sessions, unsigned int nr_files)
 /**
  * lu_kho_write_table - fill the table and publish it in the root
  *
- * Runs in the reboot notifier. lu_kho_reserve() made room for every
- * session and file, so this cannot fail.
+ * Runs at FREEZE and in the reboot notifier. lu_kho_reserve() made room
+ * for every session and file, so this cannot fail. Sessions the notifier
+ * dropped are left out.
  */
 void lu_kho_write_table(void)
 {
@@ -117,11 +118,10 @@ void lu_kho_write_table(void)
 	struct lu_ser_table *table;
 	struct lu_session *session;
 	struct lu_file *lf;
-	u32 nr_files = 0;
+	u32 nr_sessions = 0, nr_files = 0;
 
 	lockdep_assert_held(&lu.lock);
-	lu_root->table = 0;
-	lu_root->table_size = 0;
+	lu_kho_unpublish();
 	if (!lu.nr_out_sessions)
 		return;
 	if (WARN_ON(lu_table_bytes(lu.nr_out_sessions, lu.nr_out_files) >
@@ -129,11 +129,13 @@ void lu_kho_write_table(void)
 		return;
 
 	table = lu_table;
-	table->nr_sessions = lu.nr_out_sessions;
-	table->nr_files = lu.nr_out_files;
 	ser_session = (struct lu_ser_session *)(table + 1);
-	ser_file = (struct lu_ser_file *)(ser_session + lu.nr_out_sessions);
+	list_for_each_entry(session, &lu.outgoing, node)
+		nr_sessions += !session->dropped;
+	ser_file = (struct lu_ser_file *)(ser_session + nr_sessions);
 	list_for_each_entry(session, &lu.outgoing, node) {
+		if (session->dropped)
+			continue;
 		strscpy(ser_session->name, session->name,
 			sizeof(ser_session->name));
 		ser_session->first_file = nr_files;
@@ -148,8 +150,12 @@ void lu_kho_write_table(void)
 		}
 		ser_session++;
 	}
+	table->nr_sessions = nr_sessions;
+	table->nr_files = nr_files;
 	lu_root->table = virt_to_phys(lu_table);
 	lu_root->table_size = lu_table_size;
+	lu_info("handing over %u sessions with %u files\n", nr_sessions,
+		nr_files);
 
 	if (test_damage_handover == LU_DAMAGE_VERSION)
 		lu_root->version = LU_KHO_VERSION + 1;
@@ -157,6 +163,16 @@ void lu_kho_write_table(void)
 		lu_root->magic = ~LU_KHO_MAGIC;
 	else if (test_damage_handover == LU_DAMAGE_TABLE)
 		table->nr_files++;
+}
+
+/**
+ * lu_kho_unpublish - make the next kernel see no session (CANCEL)
+ */
+void lu_kho_unpublish(void)
+{
+	lockdep_assert_held(&lu.lock);
+	lu_root->table = 0;
+	lu_root->table_size = 0;
 }
 
 static bool lu_name_valid(const u8 *name, size_t len)
@@ -300,6 +316,9 @@ void lu_kho_load_incoming(void)
 	} else {
 		lu_info("took over %u sessions with %u files\n",
 			table->nr_sessions, table->nr_files);
+		scoped_guard(mutex, &lu.lock)
+			if (lu.nr_in_sessions)
+				lu.state = LIVEUPDATE_STATE_UPDATED;
 	}
 	folio_put(folio);
 }

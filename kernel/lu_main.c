@@ -41,6 +41,8 @@ union lu_ucmd_buffer {
 	struct liveupdate_session_retrieve_fd retrieve_fd;
 	struct liveupdate_session_finish finish;
 	struct liveupdate_session_get_name get_name;
+	struct liveupdate_get_state get_state;
+	struct liveupdate_set_event set_event;
 };
 
 /**
@@ -181,6 +183,10 @@ static const struct lu_ioctl_op lu_device_ops[] = {
 		    struct liveupdate_ioctl_create_session, name, LU_IOCTL_ANY),
 	LU_IOCTL_OP(LIVEUPDATE_IOCTL_RETRIEVE_SESSION, lu_ioctl_retrieve_session,
 		    struct liveupdate_ioctl_retrieve_session, name, LU_IOCTL_ANY),
+	LU_IOCTL_OP(LIVEUPDATE_IOCTL_GET_STATE, lu_ioctl_get_state,
+		    struct liveupdate_get_state, nr_bytes, LU_IOCTL_ANY),
+	LU_IOCTL_OP(LIVEUPDATE_IOCTL_SET_EVENT, lu_ioctl_set_event,
+		    struct liveupdate_set_event, err_session, LU_IOCTL_ANY),
 };
 
 static long lu_device_ioctl(struct file *file, unsigned int cmd,
@@ -215,29 +221,20 @@ static struct miscdevice lu_miscdev = {
 	.name = "liveupdate",
 	.fops = &lu_device_fops,
 	.mode = 0600,
+	.groups = lu_state_groups,
 };
 
 /*
  * The kexec reboot path calls the reboot notifiers with "kexec reboot"
  * after the point where mainline's LUO could still fail the kexec, so
- * nothing here may fail: all fallible work happened at preserve time.
- * What remains is to record sizes and positions and write the table.
+ * nothing here can fail it: what userspace did not prepare and freeze is
+ * done here on a best-effort basis, then the table is written.
  */
 static int lu_reboot_notify(struct notifier_block *nb, unsigned long action,
 			    void *data)
 {
-	struct lu_session *session;
-
-	if (action != SYS_RESTART || !data || strcmp(data, "kexec reboot"))
-		return NOTIFY_DONE;
-
-	guard(mutex)(&lu.lock);
-	list_for_each_entry(session, &lu.outgoing, node)
-		lu_file_freeze_all(session);
-	lu_kho_write_table();
-	lu.rebooting = true;
-	lu_info("handed over %u sessions with %u files\n",
-		lu.nr_out_sessions, lu.nr_out_files);
+	if (action == SYS_RESTART && data && !strcmp(data, "kexec reboot"))
+		lu_state_kexec();
 	return NOTIFY_DONE;
 }
 
@@ -264,6 +261,8 @@ static int __init lu_init(void)
 	err = misc_register(&lu_miscdev);
 	if (err)
 		goto err_notifier;
+	scoped_guard(mutex, &lu.lock)
+		lu.dev = lu_miscdev.this_device;
 	return 0;
 
 err_notifier:
@@ -275,12 +274,15 @@ err_kho:
 }
 
 /*
- * Every open /dev/liveupdate or session fd holds a module reference, so
- * no outgoing session exists here. Incoming sessions that nobody retrieved
+ * Every open /dev/liveupdate or session fd holds a module reference, and
+ * so does the state between PREPARE and CANCEL, so no outgoing session
+ * exists here. Incoming sessions that nobody retrieved
  * are discarded and their memory freed.
  */
 static void __exit lu_exit(void)
 {
+	scoped_guard(mutex, &lu.lock)
+		lu.dev = NULL;
 	misc_deregister(&lu_miscdev);
 	unregister_reboot_notifier(&lu_reboot_nb);
 	lu_session_discard_incoming();

@@ -5,15 +5,21 @@
  * Carries shmem files without a name in the filesystem (memfds, O_TMPFILE
  * on tmpfs) using only exported symbols.
  *
- * Preserve (old kernel): under the inode lock, freeze the size (shmem
- * refuses to grow or shrink a frozen mapping), find the runs of pages that
- * hold data (present and up to date, or swapped out), pin them with
- * memfd_pin_folios() (which swaps in and moves them out of CMA, where KHO
- * scratch memory lives), and preserve each folio with KHO. Holes and
- * fallocated-but-unwritten ranges are not preserved and come back as
- * holes. The folios stay in the file: later writes within the size land
- * in preserved memory. Pages written into holes after preservation are
- * new folios; the reboot notifier's freeze step finds and preserves them.
+ * Preserve (PRESERVE_FD): check the seals and the size, and freeze the
+ * size (shmem refuses to grow or shrink a frozen mapping). Nothing is
+ * pinned yet, so a preserved memfd costs nothing until an update starts.
+ *
+ * Prepare (PREPARE, while the workload runs): under the inode lock, find
+ * the runs of pages that hold data (present and up to date, or swapped
+ * out), pin them with memfd_pin_folios() (which swaps in and moves them
+ * out of CMA, where KHO scratch memory lives), and preserve each folio
+ * with KHO. Holes and fallocated-but-unwritten ranges are not preserved
+ * and come back as holes. The folios stay in the file: later writes
+ * within the size land in preserved memory.
+ *
+ * Freeze (FREEZE): record the position; pages written into holes since
+ * PREPARE are new folios, so preserve them too. The unfreeze step has
+ * nothing to undo: late pages stay with the prepared ones.
  *
  * Retrieve (new kernel): the shmem internals that would insert the old
  * folios into a new file's page cache are not exported, so the data is
@@ -50,6 +56,7 @@
  * @folios:  the folio array, vmalloc'ed
  * @nr:      used entries of @folios
  * @cap:     allocated entries of @folios (old kernel)
+ * @published: the array is preserved in KHO and named by @ser
  * @file:    new kernel: the file being rebuilt
  * @next:    new kernel: first entry not yet copied
  * @pending: new kernel: a restored folio whose copy failed
@@ -59,6 +66,7 @@ struct lu_memfd {
 	struct lu_ser_folio *folios;
 	u64 nr;
 	u64 cap;
+	bool published;
 	struct file *file;
 	u64 next;
 	struct folio *pending;
@@ -263,117 +271,139 @@ static int lu_memfd_preserve_folios(struct file *file, struct lu_memfd *m,
 	return err;
 }
 
+/* PRESERVE_FD: check the file and fix its size; nothing goes to KHO yet. */
 static int lu_memfd_preserve(struct lu_file *lf)
 {
 	struct inode *inode = file_inode(lf->file);
 	struct lu_memfd *m;
-	unsigned int seals;
-	loff_t size;
-	int err;
+	int err = 0;
 
 	m = kzalloc_obj(*m, GFP_KERNEL);
 	if (!m)
 		return -ENOMEM;
-
 	inode_lock(inode);
-	seals = SHMEM_I(inode)->seals;
-	size = i_size_read(inode);
-	err = -EOPNOTSUPP;
-	if (seals & ~LU_MEMFD_SEALS)
-		goto err_unlock;
-	err = -EFBIG;
-	if (((u64)size >> PAGE_SHIFT) > UINT_MAX)
-		goto err_unlock;
-
-	m->ser = kho_alloc_preserve(sizeof(*m->ser));
-	if (IS_ERR(m->ser)) {
-		err = PTR_ERR(m->ser);
-		goto err_unlock;
-	}
-	err = lu_memfd_preserve_folios(lf->file, m, 0, size);
-	if (err)
-		goto err_folios;
-	if (m->nr) {
-		err = kho_preserve_vmalloc(m->folios, &m->ser->folios);
-		if (err)
-			goto err_folios;
-	}
-	m->ser->size = size;
-	m->ser->seals = seals;
-	m->ser->nr_folios = m->nr;
-	m->ser->pos = lf->file->f_pos;
-	shmem_freeze(inode, true);
+	if (SHMEM_I(inode)->seals & ~LU_MEMFD_SEALS)
+		err = -EOPNOTSUPP;
+	else if (((u64)i_size_read(inode) >> PAGE_SHIFT) > UINT_MAX)
+		err = -EFBIG;
+	else
+		shmem_freeze(inode, true);
 	inode_unlock(inode);
-
+	if (err) {
+		kfree(m);
+		return err;
+	}
 	lf->priv = m;
-	lf->data = virt_to_phys(m->ser);
 	return 0;
-
-err_folios:
-	lu_memfd_release_folios(m);
-	kho_unpreserve_free(m->ser);
-err_unlock:
-	inode_unlock(inode);
-	kfree(m);
-	return err;
 }
 
 static void lu_memfd_unpreserve(struct lu_file *lf)
 {
 	struct inode *inode = file_inode(lf->file);
-	struct lu_memfd *m = lf->priv;
 
 	inode_lock(inode);
 	shmem_freeze(inode, false);
 	inode_unlock(inode);
+	kfree(lf->priv);
+	lf->priv = NULL;
+}
+
+static u64 lu_memfd_bytes(struct lu_memfd *m)
+{
+	u64 i, bytes = 0;
+
+	for (i = 0; i < m->nr; i++)
+		bytes += PAGE_SIZE << lu_ser_folio_order(&m->folios[i]);
+	return bytes;
+}
+
+/* Publishes the folio array; on failure the array is not in KHO. */
+static int lu_memfd_publish(struct lu_file *lf)
+{
+	struct lu_memfd *m = lf->priv;
+	int err = 0;
+
 	if (m->nr)
+		err = kho_preserve_vmalloc(m->folios, &m->ser->folios);
+	m->published = !err;
+	m->ser->nr_folios = err ? 0 : m->nr;
+	lf->bytes = lu_memfd_bytes(m);
+	return err;
+}
+
+static void lu_memfd_unpublish(struct lu_memfd *m)
+{
+	if (m->published && m->nr)
 		kho_unpreserve_vmalloc(&m->ser->folios);
+	m->published = false;
+}
+
+static void lu_memfd_cancel(struct lu_file *lf)
+{
+	struct lu_memfd *m = lf->priv;
+
+	lu_memfd_unpublish(m);
 	lu_memfd_release_folios(m);
 	kho_unpreserve_free(m->ser);
-	kfree(m);
+	m->ser = NULL;
+	m->folios = NULL;
+	m->nr = 0;
+	m->cap = 0;
 }
 
 /*
- * Pages written into holes after preservation are new folios: preserve
- * them too, and republish the (re-sorted) folio array. This allocates in
- * the reboot notifier, where nothing can fail the kexec any more, so a
- * failure only loses those late pages, and says so.
+ * PREPARE: pin and preserve the pages that hold data, while the file is in
+ * use. Later writes within the size land in these same pages.
  */
-static void lu_memfd_add_late_folios(struct lu_file *lf)
+static int lu_memfd_prepare(struct lu_file *lf)
+{
+	struct inode *inode = file_inode(lf->file);
+	struct lu_memfd *m = lf->priv;
+	int err;
+
+	m->ser = kho_alloc_preserve(sizeof(*m->ser));
+	if (IS_ERR(m->ser)) {
+		err = PTR_ERR(m->ser);
+		m->ser = NULL;
+		return err;
+	}
+	inode_lock(inode);
+	m->ser->size = i_size_read(inode);
+	m->ser->seals = SHMEM_I(inode)->seals;
+	err = lu_memfd_preserve_folios(lf->file, m, 0, m->ser->size);
+	inode_unlock(inode);
+	if (!err)
+		err = lu_memfd_publish(lf);
+	if (err) {
+		lu_memfd_cancel(lf);
+		return err;
+	}
+	lf->data = virt_to_phys(m->ser);
+	return 0;
+}
+
+/*
+ * FREEZE: record the position, and preserve pages written into holes
+ * since PREPARE (they are new folios), republishing the sorted array.
+ * On failure the late pages stay with the prepared ones and CANCEL (or
+ * the reboot notifier's drop) releases them all.
+ */
+static int lu_memfd_freeze(struct lu_file *lf)
 {
 	struct inode *inode = file_inode(lf->file);
 	struct lu_memfd *m = lf->priv;
 	u64 nr_old = m->nr;
 	int err;
 
-	if (m->nr)
-		kho_unpreserve_vmalloc(&m->ser->folios);
+	m->ser->pos = READ_ONCE(lf->file->f_pos);
 	inode_lock(inode);
 	err = lu_memfd_preserve_folios(lf->file, m, nr_old, m->ser->size);
 	inode_unlock(inode);
-	if (m->nr != nr_old)
-		sort(m->folios, m->nr, sizeof(*m->folios), lu_memfd_cmp_folio,
-		     NULL);
-	if (m->nr) {
-		int verr = kho_preserve_vmalloc(m->folios, &m->ser->folios);
-
-		if (verr) {
-			m->nr = 0;
-			err = verr;
-		}
-	}
-	m->ser->nr_folios = m->nr;
-	if (err)
-		pr_err("liveupdate: memfd %llu: %d: pages written after preservation may be lost\n",
-		       lf->token, err);
-}
-
-static void lu_memfd_freeze(struct lu_file *lf)
-{
-	struct lu_memfd *m = lf->priv;
-
-	m->ser->pos = READ_ONCE(lf->file->f_pos);
-	lu_memfd_add_late_folios(lf);
+	if (m->nr == nr_old)
+		return err;
+	sort(m->folios, m->nr, sizeof(*m->folios), lu_memfd_cmp_folio, NULL);
+	lu_memfd_unpublish(m);
+	return lu_memfd_publish(lf) ?: err;
 }
 
 /* New kernel: takes the header and the folio array out of KHO, once. */
@@ -502,13 +532,15 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 	return 0;
 }
 
-static void lu_memfd_discard(struct lu_file *lf)
+/* End of the hand-over: free what was never retrieved. */
+static u64 lu_memfd_finish(struct lu_file *lf)
 {
 	struct lu_memfd *m;
 	struct folio *folio;
+	u64 bytes = 0;
 
-	if (lu_memfd_open_incoming(lf))
-		return;
+	if (lf->file || lu_memfd_open_incoming(lf))
+		return 0;
 	m = lf->priv;
 	if (m->pending) {
 		folio_put(m->pending);
@@ -517,8 +549,10 @@ static void lu_memfd_discard(struct lu_file *lf)
 	for (; m->next < m->nr; m->next++) {
 		folio = kho_restore_folio(PFN_PHYS(m->folios[m->next].pfn_order >>
 						   LU_FOLIO_ORDER_BITS));
-		if (folio)
+		if (folio) {
+			bytes += folio_size(folio);
 			folio_put(folio);
+		}
 	}
 	if (m->file)
 		fput(m->file);
@@ -526,6 +560,7 @@ static void lu_memfd_discard(struct lu_file *lf)
 	folio_put(virt_to_folio(m->ser));
 	kfree(m);
 	lf->priv = NULL;
+	return bytes;
 }
 
 const struct lu_file_handler lu_memfd_handler = {
@@ -533,7 +568,9 @@ const struct lu_file_handler lu_memfd_handler = {
 	.can_preserve = lu_memfd_can_preserve,
 	.preserve = lu_memfd_preserve,
 	.unpreserve = lu_memfd_unpreserve,
+	.prepare = lu_memfd_prepare,
+	.cancel = lu_memfd_cancel,
 	.freeze = lu_memfd_freeze,
 	.retrieve = lu_memfd_retrieve,
-	.discard = lu_memfd_discard,
+	.finish = lu_memfd_finish,
 };

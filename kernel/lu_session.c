@@ -7,7 +7,12 @@
  *
  * Outgoing sessions are created in this kernel and carried to the next one
  * as long as a process holds their fd until the kexec. Closing the last
- * reference before that unpreserves the files and frees the session.
+ * reference in NORMAL (or UPDATED) unpreserves the files and frees the
+ * session. From PREPARE until CANCEL or the kexec the module holds every
+ * outgoing session itself: closing its fd, or the death of its holder,
+ * does not drop it, and it is carried over; CANCEL frees the sessions
+ * whose fds were closed meanwhile. So a frozen set cannot shrink behind
+ * the orchestrator's back, e.g. when a shutdown kills the holders.
  *
  * Incoming sessions come from the previous kernel and wait, without an
  * fd, until userspace retrieves them by name. Closing a retrieved
@@ -35,22 +40,59 @@ static struct lu_session *lu_session_find(struct list_head *list,
 	return NULL;
 }
 
+/**
+ * lu_session_free - unpreserve an outgoing session's files and free it
+ * @session: the session
+ */
+void lu_session_free(struct lu_session *session)
+{
+	lockdep_assert_held(&lu.lock);
+	lu_file_unpreserve_all(session);
+	lu.nr_out_sessions--;
+	list_del(&session->node);
+	kfree(session);
+}
+
+/**
+ * lu_session_finish - end the hand-over of an incoming session
+ * @session:  the session
+ * @nr_files: incremented for each file that was never retrieved
+ *
+ * Return: the bytes of memory the files never retrieved returned.
+ */
+u64 lu_session_finish(struct lu_session *session, unsigned int *nr_files)
+{
+	u64 bytes;
+
+	lockdep_assert_held(&lu.lock);
+	if (session->finished)
+		return 0;
+	bytes = lu_file_finish_all(session, nr_files);
+	session->finished = true;
+	lu.nr_in_sessions--;
+	return bytes;
+}
+
 static int lu_session_release(struct inode *inode, struct file *file)
 {
 	struct lu_session *session = file->private_data;
+	unsigned int nr_files = 0;
 
 	guard(mutex)(&lu.lock);
-	/* Past the reboot notifier the table is written: change nothing. */
-	if (lu.rebooting && !session->incoming)
-		return 0;
 	if (session->incoming) {
-		lu_file_finish_all(session);
-	} else {
-		lu_file_unpreserve_all(session);
-		lu.nr_out_sessions--;
+		lu_session_finish(session, &nr_files);
+		list_del(&session->node);
+		kfree(session);
+		lu_state_session_finished();
+		return 0;
 	}
-	list_del(&session->node);
-	kfree(session);
+	/* Past the reboot notifier the table is written: change nothing. */
+	if (lu.rebooting)
+		return 0;
+	if (lu_state_holds_sessions())
+		session->orphaned = true;
+	else
+		lu_session_free(session);
 	return 0;
 }
 
@@ -60,7 +102,7 @@ static int lu_session_preserve_fd(void *ctx, struct lu_ucmd *ucmd)
 	struct lu_session *session = ctx;
 
 	guard(mutex)(&lu.lock);
-	if (lu.rebooting)
+	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
 		return -EBUSY;
 	return lu_file_preserve(session, arg->fd, arg->token);
 }
@@ -93,15 +135,17 @@ err_fd:
 	return err;
 }
 
-static int lu_session_finish(void *ctx, struct lu_ucmd *ucmd)
+static int lu_session_ioctl_finish(void *ctx, struct lu_ucmd *ucmd)
 {
 	struct liveupdate_session_finish *arg = ucmd->cmd;
 	struct lu_session *session = ctx;
+	unsigned int nr_files = 0;
 
 	if (arg->reserved)
 		return -EINVAL;
 	guard(mutex)(&lu.lock);
-	lu_file_finish_all(session);
+	lu_session_finish(session, &nr_files);
+	lu_state_session_finished();
 	return 0;
 }
 
@@ -123,7 +167,7 @@ static const struct lu_ioctl_op lu_session_ops[] = {
 	LU_IOCTL_OP(LIVEUPDATE_SESSION_RETRIEVE_FD, lu_session_retrieve_fd,
 		    struct liveupdate_session_retrieve_fd, token,
 		    LU_IOCTL_INCOMING),
-	LU_IOCTL_OP(LIVEUPDATE_SESSION_FINISH, lu_session_finish,
+	LU_IOCTL_OP(LIVEUPDATE_SESSION_FINISH, lu_session_ioctl_finish,
 		    struct liveupdate_session_finish, reserved,
 		    LU_IOCTL_INCOMING),
 	LU_IOCTL_OP(LIVEUPDATE_SESSION_GET_NAME, lu_session_get_name,
@@ -169,7 +213,7 @@ int lu_session_create(const char *name, struct file **filep)
 	int err;
 
 	guard(mutex)(&lu.lock);
-	if (lu.rebooting)
+	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
 		return -EBUSY;
 	if (lu_session_find(&lu.outgoing, name))
 		return -EEXIST;
@@ -233,6 +277,7 @@ int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
 	INIT_LIST_HEAD(&session->files);
 	session->incoming = true;
 	list_add_tail(&session->node, &lu.incoming);
+	lu.nr_in_sessions++;
 	*sessionp = session;
 	return 0;
 }
@@ -246,12 +291,13 @@ int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
 void lu_session_discard_incoming(void)
 {
 	struct lu_session *session, *next;
+	unsigned int nr_files = 0;
 
 	guard(mutex)(&lu.lock);
 	list_for_each_entry_safe(session, next, &lu.incoming, node) {
 		if (WARN_ON_ONCE(session->retrieved))
 			continue;
-		lu_file_finish_all(session);
+		lu_session_finish(session, &nr_files);
 		list_del(&session->node);
 		kfree(session);
 	}

@@ -175,4 +175,117 @@ struct liveupdate_session_get_name {
 #define LIVEUPDATE_SESSION_GET_NAME \
 	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_GET_NAME)
 
+/*
+ * Extensions of this module: the orchestration that mainline leaves to
+ * reboot(). Numbers from 0x80 on /dev/liveupdate are not used by mainline.
+ */
+
+/**
+ * enum liveupdate_state - where the live update stands
+ * @LIVEUPDATE_STATE_NORMAL:   sessions and files may be added and removed;
+ *                             nothing is serialized yet
+ * @LIVEUPDATE_STATE_PREPARED: every preserved file is serialized into KHO;
+ *                             workloads still run and may still change data
+ * @LIVEUPDATE_STATE_FROZEN:   the last state is recorded; sessions and files
+ *                             can no longer be added or removed
+ * @LIVEUPDATE_STATE_UPDATED:  this kernel took sessions over from the
+ *                             previous one and they are not finished yet
+ */
+enum liveupdate_state {
+	LIVEUPDATE_STATE_NORMAL = 0,
+	LIVEUPDATE_STATE_PREPARED = 1,
+	LIVEUPDATE_STATE_FROZEN = 2,
+	LIVEUPDATE_STATE_UPDATED = 3,
+};
+
+/**
+ * enum liveupdate_event - what LIVEUPDATE_IOCTL_SET_EVENT asks for
+ * @LIVEUPDATE_EVENT_PREPARE: NORMAL to PREPARED
+ * @LIVEUPDATE_EVENT_FREEZE:  PREPARED to FROZEN
+ * @LIVEUPDATE_EVENT_CANCEL:  PREPARED or FROZEN back to NORMAL
+ * @LIVEUPDATE_EVENT_FINISH:  UPDATED to NORMAL
+ */
+enum liveupdate_event {
+	LIVEUPDATE_EVENT_PREPARE = 1,
+	LIVEUPDATE_EVENT_FREEZE = 2,
+	LIVEUPDATE_EVENT_CANCEL = 3,
+	LIVEUPDATE_EVENT_FINISH = 4,
+};
+
+/* Commands of this module on /dev/liveupdate. */
+enum {
+	LIVEUPDATE_CMD_EXT_BASE = 0x80,
+	LIVEUPDATE_CMD_GET_STATE = LIVEUPDATE_CMD_EXT_BASE,
+	LIVEUPDATE_CMD_SET_EVENT = 0x81,
+};
+
+/* liveupdate_get_state.flags */
+#define LIVEUPDATE_STATE_KHO_BOOT	(1U << 0)	/* booted by a KHO kexec */
+
+/**
+ * struct liveupdate_get_state - ioctl(LIVEUPDATE_IOCTL_GET_STATE)
+ * @size:                 sizeof(struct liveupdate_get_state)
+ * @state:                output: an enum liveupdate_state
+ * @flags:                output: LIVEUPDATE_STATE_* flags
+ * @format_version:       output: version of the hand-over format this
+ *                        module writes and reads
+ * @nr_sessions:          output: outgoing sessions
+ * @nr_files:             output: files in outgoing sessions
+ * @nr_incoming_sessions: output: sessions taken over and not finished
+ * @nr_incoming_files:    output: files in those sessions
+ * @nr_bytes:             output: memory serialized for the next kernel
+ *                        (0 in NORMAL: PREPARE serializes)
+ *
+ * A snapshot; during an event the counts may be half-way.
+ */
+struct liveupdate_get_state {
+	__u32 size;
+	__u32 state;
+	__u32 flags;
+	__u32 format_version;
+	__u32 nr_sessions;
+	__u32 nr_files;
+	__u32 nr_incoming_sessions;
+	__u32 nr_incoming_files;
+	__aligned_u64 nr_bytes;
+};
+
+#define LIVEUPDATE_IOCTL_GET_STATE \
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_GET_STATE)
+
+/**
+ * struct liveupdate_set_event - ioctl(LIVEUPDATE_IOCTL_SET_EVENT)
+ * @size:        sizeof(struct liveupdate_set_event)
+ * @event:       input: an enum liveupdate_event
+ * @nr_sessions: output (FINISH): sessions released without being retrieved
+ * @nr_files:    output (FINISH): files released without being retrieved
+ * @nr_bytes:    output (FINISH): bytes of memory those files returned
+ * @err_token:   output, on failure: token of the file that failed, if one
+ *               did (then @err_session is not empty)
+ * @err_session: output, on failure: name of that file's session
+ *
+ * Moves the state machine. PREPARE serializes every preserved file into
+ * KHO; FREEZE records what can still change; CANCEL undoes both; FINISH
+ * releases what the previous kernel handed over and nobody retrieved. A
+ * failing event undoes what it did: the state stays where it was. The
+ * struct is written back on failure too. Every transition emits a
+ * KOBJ_CHANGE uevent with LIVEUPDATE_STATE= and LIVEUPDATE_EVENT=.
+ *
+ * Errors: EOPNOTSUPP unknown @event; EBUSY @event is not allowed in the
+ * current state; ENOENT a file depends on a token that its session lacks;
+ * any error of a file's handler (ENOMEM, EIO, ...).
+ */
+struct liveupdate_set_event {
+	__u32 size;
+	__u32 event;
+	__u32 nr_sessions;
+	__u32 nr_files;
+	__aligned_u64 nr_bytes;
+	__aligned_u64 err_token;
+	__u8 err_session[LIVEUPDATE_SESSION_NAME_LENGTH];
+};
+
+#define LIVEUPDATE_IOCTL_SET_EVENT \
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SET_EVENT)
+
 #endif /* _UAPI_LINUX_LIVEUPDATE_H */

@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * DOC: liveupdate's state machine
+ *
+ *   NORMAL --prepare--> PREPARED --freeze--> FROZEN --kexec--> (next kernel)
+ *     ^                    |                    |
+ *     +------cancel--------+--------cancel------+
+ *   (next kernel, sessions taken over) UPDATED --finish--> NORMAL
+ *
+ * Mainline's LUO serializes inside reboot(), where it can still fail the
+ * kexec. A module cannot: its reboot notifier runs too late to refuse.
+ * So userspace drives the work through events and sees every error:
+ * PREPARE serializes every preserved file into KHO while workloads run,
+ * FREEZE records the little that can still change, CANCEL undoes both.
+ * A failing event undoes its own work and leaves the state as it was.
+ * Between PREPARE and CANCEL or kexec the module holds a reference to
+ * itself and keeps outgoing sessions even when their fds are closed.
+ *
+ * A kexec without PREPARE and FREEZE (a program written for mainline)
+ * still carries the sessions: the reboot notifier prepares and freezes
+ * them itself. A session that fails there cannot fail the kexec any
+ * more; it is dropped from the hand-over, and the log says so loudly.
+ *
+ * In the next kernel the state is UPDATED while taken-over sessions are
+ * not finished. FINISH releases what nobody retrieved; finishing or
+ * closing the last retrieved session also returns to NORMAL.
+ *
+ * Events run under lu.lock, so concurrent events are serialized and each
+ * sees the state the previous one left. Every transition sends a
+ * KOBJ_CHANGE uevent with LIVEUPDATE_STATE= and LIVEUPDATE_EVENT=.
+ */
+#include <linux/cleanup.h>
+#include <linux/device.h>
+#include <linux/kexec_handover.h>
+#include <linux/ktime.h>
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/sysfs.h>
+
+#include "lu_internal.h"
+
+static const char *const lu_state_names[] = {
+	[LIVEUPDATE_STATE_NORMAL] = "normal",
+	[LIVEUPDATE_STATE_PREPARED] = "prepared",
+	[LIVEUPDATE_STATE_FROZEN] = "frozen",
+	[LIVEUPDATE_STATE_UPDATED] = "updated",
+};
+
+static const char *const lu_event_names[] = {
+	[LIVEUPDATE_EVENT_PREPARE] = "prepare",
+	[LIVEUPDATE_EVENT_FREEZE] = "freeze",
+	[LIVEUPDATE_EVENT_CANCEL] = "cancel",
+	[LIVEUPDATE_EVENT_FINISH] = "finish",
+};
+
+static void lu_state_set(unsigned int state, unsigned int event)
+{
+	char state_env[32], event_env[32];
+	char *envp[] = { state_env, event_env, NULL };
+
+	lockdep_assert_held(&lu.lock);
+	WRITE_ONCE(lu.state, state);
+	if (!lu.dev)
+		return;
+	snprintf(state_env, sizeof(state_env), "LIVEUPDATE_STATE=%s",
+		 lu_state_names[state]);
+	snprintf(event_env, sizeof(event_env), "LIVEUPDATE_EVENT=%s",
+		 lu_event_names[event]);
+	kobject_uevent_env(&lu.dev->kobj, KOBJ_CHANGE, envp);
+}
+
+/**
+ * lu_state_holds_sessions - whether closing a session fd keeps the session
+ */
+bool lu_state_holds_sessions(void)
+{
+	lockdep_assert_held(&lu.lock);
+	return lu.state == LIVEUPDATE_STATE_PREPARED ||
+	       lu.state == LIVEUPDATE_STATE_FROZEN;
+}
+
+/**
+ * lu_state_session_finished - an incoming session was finished or closed
+ *
+ * The last one ends the UPDATED state as a FINISH event would.
+ */
+void lu_state_session_finished(void)
+{
+	lockdep_assert_held(&lu.lock);
+	if (lu.state == LIVEUPDATE_STATE_UPDATED && !lu.nr_in_sessions)
+		lu_state_set(LIVEUPDATE_STATE_NORMAL, LIVEUPDATE_EVENT_FINISH);
+}
+
+static int lu_event_failed(struct liveupdate_set_event *arg,
+			   struct lu_session *session, u64 token, int err)
+{
+	arg->err_token = token;
+	strscpy(arg->err_session, session->name, sizeof(arg->err_session));
+	lu_err("%s failed: session %s, token %llu: %d\n",
+	       lu_event_names[arg->event], session->name, token, err);
+	return err;
+}
+
+static int lu_event_prepare(struct liveupdate_set_event *arg)
+{
+	struct lu_session *session;
+	ktime_t start = ktime_get();
+	u64 token;
+	int err;
+
+	if (lu.state != LIVEUPDATE_STATE_NORMAL)
+		return -EBUSY;
+	list_for_each_entry(session, &lu.outgoing, node) {
+		err = lu_file_prepare_all(session, &token);
+		if (err) {
+			lu_event_failed(arg, session, token, err);
+			list_for_each_entry_continue_reverse(session, &lu.outgoing,
+							     node)
+				lu_file_cancel_all(session);
+			return err;
+		}
+	}
+	__module_get(THIS_MODULE);
+	lu_state_set(LIVEUPDATE_STATE_PREPARED, LIVEUPDATE_EVENT_PREPARE);
+	lu_info("prepared %u sessions, %u files, %llu bytes in %lld ms\n",
+		lu.nr_out_sessions, lu.nr_out_files, lu.nr_out_bytes,
+		ktime_ms_delta(ktime_get(), start));
+	return 0;
+}
+
+static int lu_event_freeze(struct liveupdate_set_event *arg)
+{
+	struct lu_session *session;
+	ktime_t start = ktime_get();
+	u64 token;
+	int err;
+
+	if (lu.state != LIVEUPDATE_STATE_PREPARED)
+		return -EBUSY;
+	list_for_each_entry(session, &lu.outgoing, node) {
+		err = lu_file_freeze_all(session, &token);
+		if (err) {
+			lu_event_failed(arg, session, token, err);
+			list_for_each_entry_continue_reverse(session, &lu.outgoing,
+							     node)
+				lu_file_unfreeze_all(session);
+			return err;
+		}
+	}
+	lu_kho_write_table();
+	lu_state_set(LIVEUPDATE_STATE_FROZEN, LIVEUPDATE_EVENT_FREEZE);
+	lu_info("froze %u sessions in %lld us\n", lu.nr_out_sessions,
+		ktime_us_delta(ktime_get(), start));
+	return 0;
+}
+
+static int lu_event_cancel(struct liveupdate_set_event *arg)
+{
+	struct lu_session *session, *next;
+
+	if (!lu_state_holds_sessions())
+		return -EBUSY;
+	lu_kho_unpublish();
+	list_for_each_entry_safe_reverse(session, next, &lu.outgoing, node) {
+		lu_file_cancel_all(session);
+		if (session->orphaned)
+			lu_session_free(session);
+	}
+	lu_state_set(LIVEUPDATE_STATE_NORMAL, LIVEUPDATE_EVENT_CANCEL);
+	lu_info("cancelled: %u sessions stay preserved\n", lu.nr_out_sessions);
+	module_put(THIS_MODULE);
+	return 0;
+}
+
+static int lu_event_finish(struct liveupdate_set_event *arg)
+{
+	struct lu_session *session, *next;
+
+	if (lu.state != LIVEUPDATE_STATE_UPDATED)
+		return -EBUSY;
+	list_for_each_entry_safe(session, next, &lu.incoming, node) {
+		arg->nr_bytes += lu_session_finish(session, &arg->nr_files);
+		if (!session->retrieved) {
+			list_del(&session->node);
+			kfree(session);
+			arg->nr_sessions++;
+		}
+	}
+	lu_state_set(LIVEUPDATE_STATE_NORMAL, LIVEUPDATE_EVENT_FINISH);
+	lu_info("finished: released %u sessions and %u files never retrieved, %llu bytes\n",
+		arg->nr_sessions, arg->nr_files, arg->nr_bytes);
+	return 0;
+}
+
+static int (*const lu_events[])(struct liveupdate_set_event *arg) = {
+	[LIVEUPDATE_EVENT_PREPARE] = lu_event_prepare,
+	[LIVEUPDATE_EVENT_FREEZE] = lu_event_freeze,
+	[LIVEUPDATE_EVENT_CANCEL] = lu_event_cancel,
+	[LIVEUPDATE_EVENT_FINISH] = lu_event_finish,
+};
+
+/* The struct goes back to the caller on failure too: it names the file. */
+int lu_ioctl_set_event(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_set_event *arg = ucmd->cmd;
+	int err, rerr;
+
+	if (arg->event >= ARRAY_SIZE(lu_events) || !lu_events[arg->event])
+		return -EOPNOTSUPP;
+	arg->nr_sessions = 0;
+	arg->nr_files = 0;
+	arg->nr_bytes = 0;
+	arg->err_token = 0;
+	memset(arg->err_session, 0, sizeof(arg->err_session));
+	scoped_guard(mutex, &lu.lock) {
+		if (lu.rebooting)
+			return -EBUSY;
+		err = lu_events[arg->event](arg);
+	}
+	rerr = lu_ucmd_respond(ucmd, sizeof(*arg));
+	return err ?: rerr;
+}
+
+/* A snapshot without the lock, so that it answers during a long PREPARE. */
+int lu_ioctl_get_state(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_get_state *arg = ucmd->cmd;
+
+	arg->state = READ_ONCE(lu.state);
+	arg->flags = is_kho_boot() ? LIVEUPDATE_STATE_KHO_BOOT : 0;
+	arg->format_version = LU_KHO_VERSION;
+	arg->nr_sessions = READ_ONCE(lu.nr_out_sessions);
+	arg->nr_files = READ_ONCE(lu.nr_out_files);
+	arg->nr_incoming_sessions = READ_ONCE(lu.nr_in_sessions);
+	arg->nr_incoming_files = READ_ONCE(lu.nr_in_files);
+	arg->nr_bytes = READ_ONCE(lu.nr_out_bytes);
+	return lu_ucmd_respond(ucmd, sizeof(*arg));
+}
+
+/**
+ * lu_state_kexec - the kexec reboot notifier's part
+ *
+ * Prepares and freezes what userspace did not, session by session. A
+ * session that fails is dropped from the hand-over (the kexec cannot be
+ * refused any more); then the table is written for the next kernel.
+ */
+void lu_state_kexec(void)
+{
+	struct lu_session *session;
+	u64 token = 0;
+	int err;
+
+	guard(mutex)(&lu.lock);
+	list_for_each_entry(session, &lu.outgoing, node) {
+		err = lu_file_prepare_all(session, &token);
+		if (!err)
+			err = lu_file_freeze_all(session, &token);
+		if (err) {
+			pr_err("liveupdate: kexec: session %s is NOT carried over: file %llu failed: %d\n",
+			       session->name, token, err);
+			lu_file_cancel_all(session);
+			session->dropped = true;
+		}
+	}
+	lu_kho_write_table();
+	lu.rebooting = true;
+}
+
+static ssize_t state_show(struct device *dev, struct device_attribute *attr,
+			  char *buf)
+{
+	return sysfs_emit(buf, "%s\n", lu_state_names[READ_ONCE(lu.state)]);
+}
+static DEVICE_ATTR_RO(state);
+
+static struct attribute *lu_state_attrs[] = {
+	&dev_attr_state.attr,
+	NULL,
+};
+
+static const struct attribute_group lu_state_group = {
+	.attrs = lu_state_attrs,
+};
+
+const struct attribute_group *lu_state_groups[] = {
+	&lu_state_group,
+	NULL,
+};
