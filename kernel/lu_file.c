@@ -14,10 +14,19 @@
  */
 #include <linux/cleanup.h>
 #include <linux/file.h>
+#include <linux/moduleparam.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
 #include "lu_internal.h"
+
+/* For the selftests only: make PREPARE or FREEZE fail at one token. */
+static unsigned long long test_fail_prepare;
+module_param(test_fail_prepare, ullong, 0600);
+MODULE_PARM_DESC(test_fail_prepare, "testing: PREPARE fails with EIO at this token (0: off)");
+static unsigned long long test_fail_freeze;
+module_param(test_fail_freeze, ullong, 0600);
+MODULE_PARM_DESC(test_fail_freeze, "testing: FREEZE fails with EIO at this token (0: off)");
 
 static const struct lu_file_handler *const lu_handlers[] = {
 	&lu_memfd_handler,
@@ -72,8 +81,11 @@ static unsigned long lu_busy_key(struct file *file)
 
 static int lu_file_prepare(struct lu_file *lf)
 {
-	int err = lf->handler->prepare(lf);
+	int err;
 
+	if (test_fail_prepare && lf->token == test_fail_prepare)
+		return -EIO;
+	err = lf->handler->prepare(lf);
 	if (err)
 		return err;
 	lf->prepared = true;
@@ -242,6 +254,8 @@ int lu_file_freeze_all(struct lu_session *session, u64 *failed_token)
 			continue;
 		if (WARN_ON_ONCE(!lf->prepared))
 			err = -EINVAL;
+		else if (test_fail_freeze && lf->token == test_fail_freeze)
+			err = -EIO;
 		else
 			err = lf->handler->freeze(lf);
 		if (err) {

@@ -37,21 +37,6 @@ static int new_memfd(size_t size)
 	return fd;
 }
 
-static long meminfo_kb(const char *key)
-{
-	char line[128];
-	long kb = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, strlen(key)))
-			kb = atol(line + strlen(key));
-	fclose(f);
-	return kb;
-}
-
 FIXTURE(dev) {
 	int dev;
 	int session;
@@ -268,7 +253,7 @@ static long memfree_drop(struct __test_metadata *_metadata,
 			 FIXTURE_DATA(dev) *self, bool preserve, int rounds)
 {
 	static char chunk[1 << 20];
-	long before = meminfo_kb("MemFree:");
+	long before = lu_meminfo_kb("MemFree:");
 	int i, j, fd;
 
 	memset(chunk, 0xab, sizeof(chunk));
@@ -285,7 +270,7 @@ static long memfree_drop(struct __test_metadata *_metadata,
 		self->session = lu_create_session(self->dev, "errors");
 		ASSERT_LE(0, self->session);
 	}
-	return before - meminfo_kb("MemFree:");
+	return before - lu_meminfo_kb("MemFree:");
 }
 
 TEST_F(dev, unpreserve_returns_memory)

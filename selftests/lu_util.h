@@ -74,6 +74,96 @@ static inline int lu_finish(int session)
 	return lu_ioctl(session, LIVEUPDATE_SESSION_FINISH, &arg);
 }
 
+static inline int lu_get_state(int dev, struct liveupdate_get_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->size = sizeof(*st);
+	return lu_ioctl(dev, LIVEUPDATE_IOCTL_GET_STATE, st);
+}
+
+/* Sends @event; the kernel's reply lands in @reply if it is not NULL. */
+static inline int lu_event(int dev, uint32_t event,
+			   struct liveupdate_set_event *reply)
+{
+	struct liveupdate_set_event arg = { .size = sizeof(arg), .event = event };
+	int err = lu_ioctl(dev, LIVEUPDATE_IOCTL_SET_EVENT, &arg);
+
+	if (reply)
+		*reply = arg;
+	return err;
+}
+
+/* The state as /sys/class/misc/liveupdate/state reads, without newline. */
+static inline const char *lu_sysfs_state(void)
+{
+	static char buf[32];
+	int fd = open("/sys/class/misc/liveupdate/state", O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return "(unreadable)";
+	buf[n] = 0;
+	buf[strcspn(buf, "\n")] = 0;
+	return buf;
+}
+
+/* Sets one of the module's parameters (test knobs); returns -errno. */
+static inline int lu_set_param(const char *name, unsigned long long value)
+{
+	char path[128], val[32];
+	int fd, n, err = 0;
+
+	snprintf(path, sizeof(path), "/sys/module/liveupdate/parameters/%s", name);
+	n = snprintf(val, sizeof(val), "%llu", value);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, n) != n)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/* A value of /proc/meminfo in kB, e.g. lu_meminfo_kb("MemFree:"). */
+static inline long lu_meminfo_kb(const char *key)
+{
+	char line[128];
+	long kb = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key)))
+			kb = atol(line + strlen(key));
+	fclose(f);
+	return kb;
+}
+
+/* A counter of /proc/vmstat, e.g. "nr_foll_pin_acquired". */
+static inline long long lu_vmstat(const char *key)
+{
+	char name[64];
+	long long v, found = -1;
+	FILE *f = fopen("/proc/vmstat", "r");
+
+	if (!f)
+		return -1;
+	while (fscanf(f, "%63s %lld", name, &v) == 2)
+		if (!strcmp(name, key))
+			found = v;
+	fclose(f);
+	return found;
+}
+
+/* Pages pinned (FOLL_PIN) and not released yet, system-wide. */
+static inline long long lu_pins_held(void)
+{
+	return lu_vmstat("nr_foll_pin_acquired") - lu_vmstat("nr_foll_pin_released");
+}
+
 /* Byte @off of the pattern named @seed: cheap, position-dependent. */
 static inline uint8_t lu_pattern_byte(uint32_t seed, uint64_t off)
 {
