@@ -93,6 +93,16 @@ static int lu_file_prepare(struct lu_file *lf)
 	return 0;
 }
 
+/* Freezing may serialize more (pages written into holes): count them. */
+static int lu_file_freeze(struct lu_file *lf)
+{
+	u64 bytes = lf->bytes;
+	int err = lf->handler->freeze(lf);
+
+	lu.nr_out_bytes += lf->bytes - bytes;
+	return err;
+}
+
 static void lu_file_unfreeze(struct lu_file *lf)
 {
 	if (lf->frozen && lf->handler->unfreeze)
@@ -257,7 +267,7 @@ int lu_file_freeze_all(struct lu_session *session, u64 *failed_token)
 		else if (test_fail_freeze && lf->token == test_fail_freeze)
 			err = -EIO;
 		else
-			err = lf->handler->freeze(lf);
+			err = lu_file_freeze(lf);
 		if (err) {
 			*failed_token = lf->token;
 			list_for_each_entry_continue_reverse(lf, &session->files,
