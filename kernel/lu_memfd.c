@@ -88,14 +88,36 @@ static unsigned int lu_ser_folio_order(const struct lu_ser_folio *f)
 }
 
 /*
- * Finds the next run of indices in [from, last] whose pages hold data:
- * folios that are up to date, or swap entries. The result is a hint for
- * memfd_pin_folios(), which takes the real references.
+ * The folios preserved already, sorted by index, and a cursor that only
+ * moves forward: FREEZE walks the file once and skips them without
+ * pinning them again.
+ */
+struct lu_memfd_skip {
+	const struct lu_memfd *m;	/* its array may be reallocated */
+	u64 nr;
+	u64 next;
+};
+
+static bool lu_memfd_skip(struct lu_memfd_skip *skip, pgoff_t index)
+{
+	const struct lu_ser_folio *folios = skip->m->folios;
+
+	while (skip->next < skip->nr && folios[skip->next].index < index)
+		skip->next++;
+	return skip->next < skip->nr && folios[skip->next].index == index;
+}
+
+/*
+ * Finds the next run of indices in [from, last] whose pages hold data
+ * (folios that are up to date, or swap entries) and are not in @skip. The
+ * result is a hint for memfd_pin_folios(), which takes the real references.
  */
 static bool lu_memfd_next_run(struct address_space *mapping, pgoff_t from,
-			      pgoff_t last, pgoff_t *start, pgoff_t *end)
+			      pgoff_t last, struct lu_memfd_skip *skip,
+			      pgoff_t *start, pgoff_t *end)
 {
 	XA_STATE(xas, &mapping->i_pages, from);
+	unsigned int scanned = 0;
 	bool found = false;
 	void *entry;
 
@@ -105,14 +127,22 @@ static bool lu_memfd_next_run(struct address_space *mapping, pgoff_t from,
 
 		if (xas_retry(&xas, entry))
 			continue;
-		if (!xa_is_value(entry) &&
-		    !folio_test_uptodate((struct folio *)entry)) {
-			if (found)
-				break;
-			continue;
-		}
 		nr = 1UL << xas_get_order(&xas);
 		first = max(round_down(xas.xa_index, nr), from);
+		if ((!xa_is_value(entry) &&
+		     !folio_test_uptodate((struct folio *)entry)) ||
+		    lu_memfd_skip(skip, round_down(xas.xa_index, nr))) {
+			if (found)
+				break;
+			/* Long stretches without new data: let others run. */
+			if (!(++scanned % 4096)) {
+				xas_pause(&xas);
+				rcu_read_unlock();
+				cond_resched();
+				rcu_read_lock();
+			}
+			continue;
+		}
 		if (found && first != *end + 1)
 			break;
 		if (!found)
@@ -243,6 +273,7 @@ static void lu_memfd_release_folios(struct lu_memfd *m)
 static int lu_memfd_preserve_folios(struct file *file, struct lu_memfd *m,
 				    u64 nr_old, loff_t size)
 {
+	struct lu_memfd_skip skip = { .m = m, .nr = nr_old };
 	struct folio **batch;
 	pgoff_t from = 0, start, end, last;
 	int err = 0;
@@ -254,7 +285,8 @@ static int lu_memfd_preserve_folios(struct file *file, struct lu_memfd *m,
 		return -ENOMEM;
 	last = (size - 1) >> PAGE_SHIFT;
 	while (from <= last &&
-	       lu_memfd_next_run(file->f_mapping, from, last, &start, &end)) {
+	       lu_memfd_next_run(file->f_mapping, from, last, &skip, &start,
+				 &end)) {
 		err = lu_memfd_preserve_run(file, m, nr_old, start, end, size,
 					    batch);
 		if (err)

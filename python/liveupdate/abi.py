@@ -8,6 +8,7 @@ out so that C adds no padding either, which the layout test checks.
 
 from __future__ import annotations
 
+import enum
 import struct
 
 IOCTL_TYPE = 0xBA
@@ -41,12 +42,39 @@ CMD_SESSION_RETRIEVE_FD = 0x41
 CMD_SESSION_FINISH = 0x42
 CMD_SESSION_GET_NAME = 0x43
 
+# This module's extensions (mainline leaves 0x80 and up free).
+CMD_GET_STATE = 0x80
+CMD_SET_EVENT = 0x81
+
 IOCTL_CREATE_SESSION = _IO(IOCTL_TYPE, CMD_CREATE_SESSION)
 IOCTL_RETRIEVE_SESSION = _IO(IOCTL_TYPE, CMD_RETRIEVE_SESSION)
 SESSION_PRESERVE_FD = _IO(IOCTL_TYPE, CMD_SESSION_PRESERVE_FD)
 SESSION_RETRIEVE_FD = _IO(IOCTL_TYPE, CMD_SESSION_RETRIEVE_FD)
 SESSION_FINISH = _IO(IOCTL_TYPE, CMD_SESSION_FINISH)
 SESSION_GET_NAME = _IO(IOCTL_TYPE, CMD_SESSION_GET_NAME)
+IOCTL_GET_STATE = _IO(IOCTL_TYPE, CMD_GET_STATE)
+IOCTL_SET_EVENT = _IO(IOCTL_TYPE, CMD_SET_EVENT)
+
+
+class State(enum.IntEnum):
+    """enum liveupdate_state."""
+
+    NORMAL = 0
+    PREPARED = 1
+    FROZEN = 2
+    UPDATED = 3
+
+
+class Event(enum.IntEnum):
+    """enum liveupdate_event."""
+
+    PREPARE = 1
+    FREEZE = 2
+    CANCEL = 3
+    FINISH = 4
+
+
+STATE_KHO_BOOT = 1 << 0  # liveupdate_get_state.flags
 
 # struct liveupdate_ioctl_create_session / _retrieve_session:
 #   __u32 size; __s32 fd; __u8 name[64];
@@ -60,6 +88,14 @@ RETRIEVE_FD = PRESERVE_FD
 FINISH = struct.Struct("=II")
 # struct liveupdate_session_get_name: __u32 size; __u32 reserved; __u8 name[64];
 GET_NAME = struct.Struct("=II64s")
+
+# struct liveupdate_get_state: __u32 size, state, flags, format_version,
+#   nr_sessions, nr_files, nr_incoming_sessions, nr_incoming_files;
+#   __aligned_u64 nr_bytes;
+GET_STATE = struct.Struct("=IIIIIIIIQ")
+# struct liveupdate_set_event: __u32 size, event, nr_sessions, nr_files;
+#   __aligned_u64 nr_bytes, err_token; __u8 err_session[64];
+SET_EVENT = struct.Struct("=IIIIQQ64s")
 
 # name -> (ioctl number, layout, {field: offset}); the layout test compares
 # every entry with the C header.
@@ -76,7 +112,19 @@ COMMANDS: dict[str, tuple[int, struct.Struct, dict[str, int]]] = {
         SESSION_FINISH, FINISH, {"size": 0, "reserved": 4}),
     "LIVEUPDATE_SESSION_GET_NAME": (
         SESSION_GET_NAME, GET_NAME, {"size": 0, "reserved": 4, "name": 8}),
+    "LIVEUPDATE_IOCTL_GET_STATE": (
+        IOCTL_GET_STATE, GET_STATE,
+        {"size": 0, "state": 4, "flags": 8, "format_version": 12, "nr_sessions": 16, "nr_files": 20,
+         "nr_incoming_sessions": 24, "nr_incoming_files": 28, "nr_bytes": 32}),
+    "LIVEUPDATE_IOCTL_SET_EVENT": (
+        IOCTL_SET_EVENT, SET_EVENT,
+        {"size": 0, "event": 4, "nr_sessions": 8, "nr_files": 12, "nr_bytes": 16, "err_token": 24,
+         "err_session": 32}),
 }
+
+# The commands that mainline Linux 7.2 defines too: identical there.
+EXTENSIONS = ("LIVEUPDATE_IOCTL_GET_STATE", "LIVEUPDATE_IOCTL_SET_EVENT")
+MAINLINE_COMMANDS = [name for name in COMMANDS if name not in EXTENSIONS]
 
 # Which C struct each command takes, for the layout test.
 STRUCTS = {
@@ -86,4 +134,6 @@ STRUCTS = {
     "LIVEUPDATE_SESSION_RETRIEVE_FD": "liveupdate_session_retrieve_fd",
     "LIVEUPDATE_SESSION_FINISH": "liveupdate_session_finish",
     "LIVEUPDATE_SESSION_GET_NAME": "liveupdate_session_get_name",
+    "LIVEUPDATE_IOCTL_GET_STATE": "liveupdate_get_state",
+    "LIVEUPDATE_IOCTL_SET_EVENT": "liveupdate_set_event",
 }

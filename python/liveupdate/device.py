@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+from dataclasses import dataclass
 from typing import Protocol
 
 from . import abi
@@ -104,6 +105,30 @@ class Session:
         return raw.split(b"\0", 1)[0].decode()
 
 
+@dataclass(frozen=True)
+class DeviceState:
+    """What LIVEUPDATE_IOCTL_GET_STATE reports."""
+
+    state: abi.State
+    kho_boot: bool
+    format_version: int
+    sessions: int
+    files: int
+    incoming_sessions: int
+    incoming_files: int
+    bytes_serialized: int
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """The kernel's reply to an event; FINISH fills in what it released."""
+
+    event: abi.Event
+    released_sessions: int
+    released_files: int
+    released_bytes: int
+
+
 class Device:
     """An open /dev/liveupdate (one process at a time may hold it)."""
 
@@ -145,3 +170,44 @@ class Device:
     def retrieve_session(self, name: str) -> Session:
         """Take a session that the previous kernel handed over."""
         return Session(self._session_call("retrieve_session", abi.IOCTL_RETRIEVE_SESSION, name), name, True)
+
+    def get_state(self) -> DeviceState:
+        """The state machine's state and the counts of sessions, files and bytes."""
+        try:
+            _, state, flags, version, sessions, files, in_sessions, in_files, nr_bytes = ioctl_call(
+                self.fileno(), abi.IOCTL_GET_STATE, abi.GET_STATE, *([0] * 8)
+            )
+        except OSError as e:
+            raise ioctl_error(e.errno, "get_state", "") from None
+        kho_boot = bool(flags & abi.STATE_KHO_BOOT)
+        return DeviceState(abi.State(state), kho_boot, version, sessions, files, in_sessions, in_files, nr_bytes)
+
+    def event(self, event: abi.Event) -> EventResult:
+        """Send ``event``; on failure the error names the file that failed, if one did."""
+        buf = bytearray(abi.SET_EVENT.pack(abi.SET_EVENT.size, int(event), 0, 0, 0, 0, b""))
+        try:
+            fcntl.ioctl(self.fileno(), abi.IOCTL_SET_EVENT, buf, True)
+        except OSError as e:
+            # The kernel writes the struct back on failure too.
+            *_, token, raw = abi.SET_EVENT.unpack(buf)
+            session = raw.split(b"\0", 1)[0].decode(errors="replace")
+            what = f"(session {session!r}, token {token})" if session else ""
+            raise ioctl_error(e.errno, event.name.lower(), what) from None
+        _, _, sessions, files, nr_bytes, _, _ = abi.SET_EVENT.unpack(buf)
+        return EventResult(event, sessions, files, nr_bytes)
+
+    def prepare(self) -> EventResult:
+        """Serialize every preserved file into KHO (NORMAL to PREPARED)."""
+        return self.event(abi.Event.PREPARE)
+
+    def freeze(self) -> EventResult:
+        """Record the last changes (PREPARED to FROZEN)."""
+        return self.event(abi.Event.FREEZE)
+
+    def cancel(self) -> EventResult:
+        """Undo PREPARE and FREEZE (back to NORMAL)."""
+        return self.event(abi.Event.CANCEL)
+
+    def finish(self) -> EventResult:
+        """Release what the previous kernel handed over and nobody retrieved (UPDATED to NORMAL)."""
+        return self.event(abi.Event.FINISH)

@@ -36,7 +36,7 @@ _IOCTL_HINTS = {
     "create_session": {
         errno.EEXIST: "an outgoing session has this name; close it or pick another",
         errno.EINVAL: "names are 1 to 63 bytes",
-        errno.EBUSY: "the kexec reboot has started",
+        errno.EBUSY: "the state is FROZEN (cancel first) or the kexec reboot has started",
     },
     "retrieve_session": {
         errno.ENOENT: "the previous kernel handed over no session of this name",
@@ -46,7 +46,7 @@ _IOCTL_HINTS = {
         errno.EEXIST: "the token is used in this session already",
         errno.EBADF: "the fd is not open",
         errno.ENOENT: "no handler can preserve this kind of file (memfds can)",
-        errno.EBUSY: "the file is preserved in a session already",
+        errno.EBUSY: "the file is preserved in a session already, or the state is FROZEN",
         errno.EINVAL: "files can be preserved only in sessions created in this kernel",
     },
     "retrieve": {
@@ -56,6 +56,17 @@ _IOCTL_HINTS = {
     },
     "finish": {
         errno.EINVAL: "only retrieved sessions can be finished",
+        errno.EBUSY: "FINISH ends the UPDATED state only; see the state",
+    },
+    "prepare": {
+        errno.EBUSY: "PREPARE needs the NORMAL state; cancel or finish first",
+        errno.ENOENT: "a file depends on a token its session lacks",
+    },
+    "freeze": {
+        errno.EBUSY: "FREEZE needs the PREPARED state; prepare first",
+    },
+    "cancel": {
+        errno.EBUSY: "nothing to cancel: the state is not PREPARED or FROZEN",
     },
 }
 

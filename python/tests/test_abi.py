@@ -13,10 +13,13 @@ from liveupdate import abi
 OUR_HEADER = Path(__file__).resolve().parents[2] / "kernel/include/uapi/linux/liveupdate.h"
 
 
-def c_layout(header: Path, tmp_path: Path) -> dict[str, tuple[int, int, dict[str, int]]]:
+def c_layout(
+    header: Path, tmp_path: Path, names: list[str] | None = None
+) -> dict[str, tuple[int, int, dict[str, int]]]:
     """Compile a program against ``header`` and read what C says of each command."""
     lines = ["#include <stdio.h>", "#include <stddef.h>", f'#include "{header}"', "int main(void) {"]
-    for name, (_, _, fields) in abi.COMMANDS.items():
+    for name in names or list(abi.COMMANDS):
+        fields = abi.COMMANDS[name][2]
         st = f"struct {abi.STRUCTS[name]}"
         offsets = " ".join(f"{f}=%zu" for f in fields)
         args = ", ".join(f"offsetof({st}, {f})" for f in fields)
@@ -51,7 +54,21 @@ def test_our_header_matches_mainline(tmp_path: Path) -> None:
     theirs = tmp_path / "theirs"
     ours.mkdir()
     theirs.mkdir()
-    assert c_layout(OUR_HEADER, ours) == c_layout(mainline, theirs)
+    assert c_layout(OUR_HEADER, ours, abi.MAINLINE_COMMANDS) == c_layout(mainline, theirs, abi.MAINLINE_COMMANDS)
+
+
+def test_enums_match_our_header(tmp_path: Path) -> None:
+    names = [f"LIVEUPDATE_STATE_{s.name}" for s in abi.State] + [f"LIVEUPDATE_EVENT_{e.name}" for e in abi.Event]
+    values = [int(s) for s in abi.State] + [int(e) for e in abi.Event]
+    names.append("LIVEUPDATE_STATE_KHO_BOOT")
+    values.append(abi.STATE_KHO_BOOT)
+    src = tmp_path / "enums.c"
+    body = " ".join(f'printf("%ld\\n", (long){n});' for n in names)
+    src.write_text(f'#include <stdio.h>\n#include "{OUR_HEADER}"\nint main(void) {{ {body} return 0; }}\n')
+    exe = tmp_path / "enums"
+    subprocess.run(["cc", "-o", str(exe), str(src)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
+    assert [int(v) for v in out] == values
 
 
 def test_io_matches_kernel_macro() -> None:
