@@ -2,13 +2,21 @@
 /*
  * DOC: liveupdate files and their handlers
  *
- * A handler carries one kind of file (memfd for now). A file goes
- * through the handler's steps in this order, each undone in reverse:
- * preserve (PRESERVE_FD: cheap checks), prepare (PREPARE: serialize into
- * KHO), freeze (FREEZE: what changed since). A file preserved while the
- * state is PREPARED is prepared at once. A file may be carried by one
- * session at a time: lu.busy_files maps its inode to its struct lu_file,
- * from preservation until unpreservation, and from retrieval until finish.
+ * A handler (memfd, or one registered by another module) carries one kind
+ * of file. A file goes through the handler's steps in this order, each
+ * undone in reverse: preserve (PRESERVE_FD: cheap checks), prepare
+ * (PREPARE: serialize into KHO), freeze (FREEZE: what changed since). A
+ * file preserved while the state is PREPARED is prepared at once. A file
+ * may be carried by one session at a time: lu.busy_files maps its inode
+ * to its struct lu_file, from preservation until unpreservation, and from
+ * retrieval until finish.
+ *
+ * Dependencies: a file names tokens of its session that it needs. Before
+ * PREPARE and FREEZE serialize a session, lu_file_order() checks them and
+ * sorts the session's files so that dependencies come first; the next
+ * kernel retrieves a file's dependencies before the file, and finishes a
+ * session's files in reverse order. An incoming file whose handler is not
+ * registered yet waits for it (retrieval fails with ENOPKG until then).
  *
  * All functions here run under lu.lock.
  */
@@ -28,30 +36,6 @@ static unsigned long long test_fail_freeze;
 module_param(test_fail_freeze, ullong, 0600);
 MODULE_PARM_DESC(test_fail_freeze, "testing: FREEZE fails with EIO at this token (0: off)");
 
-static const struct lu_file_handler *const lu_handlers[] = {
-	&lu_memfd_handler,
-};
-
-static const struct lu_file_handler *lu_handler_for_file(struct file *file)
-{
-	size_t i;
-
-	for (i = 0; i < ARRAY_SIZE(lu_handlers); i++)
-		if (lu_handlers[i]->can_preserve(file))
-			return lu_handlers[i];
-	return NULL;
-}
-
-static const struct lu_file_handler *lu_handler_by_name(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < ARRAY_SIZE(lu_handlers); i++)
-		if (!strcmp(lu_handlers[i]->compatible, name))
-			return lu_handlers[i];
-	return NULL;
-}
-
 static struct lu_file *lu_file_find(struct lu_session *session, u64 token)
 {
 	struct lu_file *lf;
@@ -62,16 +46,54 @@ static struct lu_file *lu_file_find(struct lu_session *session, u64 token)
 	return NULL;
 }
 
-static struct lu_file *lu_file_new(u64 token,
-				   const struct lu_file_handler *handler)
+static struct lu_file *lu_file_new(struct lu_session *session, u64 token,
+				   const char *compatible, const u64 *deps,
+				   unsigned int nr_deps)
 {
 	struct lu_file *lf = kzalloc_obj(*lf, GFP_KERNEL);
 
-	if (lf) {
-		lf->token = token;
-		lf->handler = handler;
+	if (!lf)
+		return NULL;
+	if (nr_deps) {
+		lf->deps = kmemdup_array(deps, nr_deps, sizeof(*deps),
+					 GFP_KERNEL);
+		if (!lf->deps) {
+			kfree(lf);
+			return NULL;
+		}
 	}
+	lf->nr_deps = nr_deps;
+	lf->token = token;
+	lf->session = session;
+	strscpy(lf->compatible, compatible, sizeof(lf->compatible));
 	return lf;
+}
+
+static void lu_file_free(struct lu_file *lf)
+{
+	list_del(&lf->node);
+	lf->session->nr_files--;
+	if (lf->handler)
+		lu_handler_put(lf->handler);
+	kfree(lf->deps);
+	kfree(lf);
+}
+
+/* Refuses a dependency list that names the file itself or a token twice. */
+static int lu_file_check_deps(u64 token, const u64 *deps, unsigned int nr)
+{
+	unsigned int i, j;
+
+	if (nr > LU_MAX_DEPS)
+		return -EINVAL;
+	for (i = 0; i < nr; i++) {
+		if (deps[i] == token)
+			return -EINVAL;
+		for (j = 0; j < i; j++)
+			if (deps[i] == deps[j])
+				return -EINVAL;
+	}
+	return 0;
 }
 
 static unsigned long lu_busy_key(struct file *file)
@@ -97,8 +119,11 @@ static int lu_file_prepare(struct lu_file *lf)
 static int lu_file_freeze(struct lu_file *lf)
 {
 	u64 bytes = lf->bytes;
-	int err = lf->handler->freeze(lf);
+	int err;
 
+	if (!lf->handler->freeze)
+		return 0;
+	err = lf->handler->freeze(lf);
 	lu.nr_out_bytes += lf->bytes - bytes;
 	return err;
 }
@@ -127,21 +152,27 @@ static void lu_file_cancel(struct lu_file *lf)
  * @session: the session
  * @fd:      the caller's fd
  * @token:   the caller's key
+ * @deps:    tokens of the session's files this one depends on
+ * @nr_deps: entries in @deps
  *
  * Checks in mainline's order: token in use EEXIST, table space, bad fd
  * EBADF, no handler ENOENT, file carried already EBUSY, then the
- * handler's own errors.
+ * handler's own errors. A bad dependency list is EINVAL.
  */
-int lu_file_preserve(struct lu_session *session, int fd, u64 token)
+int lu_file_preserve(struct lu_session *session, int fd, u64 token,
+		     const u64 *deps, unsigned int nr_deps)
 {
-	const struct lu_file_handler *handler;
+	struct lu_file_handler *handler;
 	struct lu_file *lf;
 	int err;
 
 	lockdep_assert_held(&lu.lock);
 	if (lu_file_find(session, token))
 		return -EEXIST;
-	err = lu_kho_reserve(lu.nr_out_sessions, lu.nr_out_files + 1);
+	err = lu_file_check_deps(token, deps, nr_deps);
+	if (err)
+		return err;
+	err = lu_kho_reserve(0, 1, nr_deps, 0);
 	if (err)
 		return err;
 
@@ -151,11 +182,15 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token)
 	handler = lu_handler_for_file(file);
 	if (!handler)
 		return -ENOENT;
-
-	lf = lu_file_new(token, handler);
-	if (!lf)
+	lf = lu_file_new(session, token, handler->compatible, deps, nr_deps);
+	if (!lf) {
+		lu_handler_put(handler);
 		return -ENOMEM;
+	}
+	lf->handler = handler;
 	lf->file = file;
+	list_add_tail(&lf->node, &session->files);
+	session->nr_files++;
 	err = xa_insert(&lu.busy_files, lu_busy_key(file), lf, GFP_KERNEL);
 	if (err)
 		goto err_free;
@@ -169,9 +204,8 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token)
 	}
 
 	retain_and_null_ptr(file);
-	list_add_tail(&lf->node, &session->files);
-	session->nr_files++;
 	lu.nr_out_files++;
+	lu.nr_out_deps += nr_deps;
 	return 0;
 
 err_unpreserve:
@@ -179,7 +213,7 @@ err_unpreserve:
 err_busy:
 	xa_erase(&lu.busy_files, lu_busy_key(file));
 err_free:
-	kfree(lf);
+	lu_file_free(lf);
 	return err;
 }
 
@@ -192,16 +226,89 @@ void lu_file_unpreserve_all(struct lu_session *session)
 	struct lu_file *lf, *next;
 
 	lockdep_assert_held(&lu.lock);
-	list_for_each_entry_safe(lf, next, &session->files, node) {
+	list_for_each_entry_safe_reverse(lf, next, &session->files, node) {
 		lu_file_cancel(lf);
 		lf->handler->unpreserve(lf);
 		xa_erase(&lu.busy_files, lu_busy_key(lf->file));
 		fput(lf->file);
-		list_del(&lf->node);
-		kfree(lf);
 		lu.nr_out_files--;
+		lu.nr_out_deps -= lf->nr_deps;
+		lu_file_free(lf);
 	}
-	session->nr_files = 0;
+}
+
+/* Whether every dependency of @lf is in @list. */
+static bool lu_file_deps_in(struct lu_file *lf, struct list_head *list)
+{
+	struct lu_file *dep;
+	unsigned int i;
+	bool found;
+
+	for (i = 0; i < lf->nr_deps; i++) {
+		found = false;
+		list_for_each_entry(dep, list, node)
+			if (dep->token == lf->deps[i])
+				found = true;
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+/**
+ * lu_file_order - check a session's dependencies and sort its files
+ * @session:   an outgoing session
+ * @bad_token: on failure, the missing token or one in a cycle
+ *
+ * Moves every file after the files it depends on, keeping the order of
+ * preservation otherwise.
+ *
+ * Return: 0, -ENOENT for a token that no file of the session has, or
+ * -ELOOP for a cycle.
+ */
+int lu_file_order(struct lu_session *session, u64 *bad_token)
+{
+	struct lu_file *lf, *next;
+	LIST_HEAD(sorted);
+	unsigned int i;
+	bool progress;
+
+	lockdep_assert_held(&lu.lock);
+	list_for_each_entry(lf, &session->files, node) {
+		for (i = 0; i < lf->nr_deps; i++) {
+			if (!lu_file_find(session, lf->deps[i])) {
+				*bad_token = lf->deps[i];
+				return -ENOENT;
+			}
+		}
+	}
+	do {
+		progress = false;
+		list_for_each_entry_safe(lf, next, &session->files, node) {
+			if (lu_file_deps_in(lf, &sorted)) {
+				list_move_tail(&lf->node, &sorted);
+				progress = true;
+			}
+		}
+	} while (progress);
+	if (!list_empty(&session->files)) {
+		*bad_token = list_first_entry(&session->files, struct lu_file,
+					      node)->token;
+		list_splice_tail_init(&sorted, &session->files);
+		return -ELOOP;
+	}
+	list_splice(&sorted, &session->files);
+	return 0;
+}
+
+static struct lu_file *lu_file_find_dep(struct lu_file *lf, u64 token)
+{
+	unsigned int i;
+
+	for (i = 0; i < lf->nr_deps; i++)
+		if (lf->deps[i] == token)
+			return lu_file_find(lf->session, token);
+	return NULL;
 }
 
 /**
@@ -293,14 +400,55 @@ void lu_file_unfreeze_all(struct lu_session *session)
 		lu_file_unfreeze(lf);
 }
 
+static int lu_file_retrieve_one(struct lu_file *lf)
+{
+	unsigned int i;
+	int err;
+
+	if (lf->file)
+		return 0;
+	if (lf->retrieving)
+		return -ELOOP;
+	if (!lf->handler) {
+		lf->handler = lu_handler_get(lf->compatible);
+		if (!lf->handler) {
+			lu_err("token %llu: no handler \"%s\" registered\n",
+			       lf->token, lf->compatible);
+			return -ENOPKG;
+		}
+	}
+	/* Dependencies first: the handler builds on them. */
+	lf->retrieving = true;
+	for (i = 0; i < lf->nr_deps; i++) {
+		struct lu_file *dep = lu_file_find(lf->session, lf->deps[i]);
+
+		err = dep ? lu_file_retrieve_one(dep) : -ENOENT;
+		if (err)
+			goto out;
+	}
+	err = lf->handler->retrieve(lf);
+	if (err)
+		goto out;
+	/* The file is new, so its inode cannot be busy. */
+	err = xa_insert(&lu.busy_files, lu_busy_key(lf->file), lf, GFP_KERNEL);
+	if (err) {
+		fput(lf->file);
+		lf->file = NULL;
+	}
+out:
+	lf->retrieving = false;
+	return err;
+}
+
 /**
  * lu_file_retrieve - get the file preserved under @token
  * @session: an incoming session
  * @token:   the token
  * @filep:   a new reference to the file
  *
- * The first call builds the file; later calls return the same file. A
- * failed retrieval keeps what it restored and resumes on the next call.
+ * The first call builds the file, and the files it depends on; later
+ * calls return the same file. A failed retrieval keeps what it restored
+ * and resumes on the next call.
  */
 int lu_file_retrieve(struct lu_session *session, u64 token,
 		     struct file **filep)
@@ -312,29 +460,46 @@ int lu_file_retrieve(struct lu_session *session, u64 token,
 	lf = lu_file_find(session, token);
 	if (!lf)
 		return -ENOENT;
-	if (!lf->file) {
-		err = lf->handler->retrieve(lf);
-		if (err)
-			return err;
-		/* The file is new, so its inode cannot be busy. */
-		err = xa_insert(&lu.busy_files, lu_busy_key(lf->file), lf,
-				GFP_KERNEL);
-		if (err) {
-			fput(lf->file);
-			lf->file = NULL;
-			return err;
-		}
-	}
+	err = lu_file_retrieve_one(lf);
+	if (err)
+		return err;
 	*filep = get_file(lf->file);
 	return 0;
 }
+
+/**
+ * lu_file_dependency - a file that @lf depends on
+ * @lf:    the file whose handler asks
+ * @token: one of @lf's dependencies
+ *
+ * In the old kernel, the preserved file; in the new one, the retrieved
+ * file (liveupdate retrieves dependencies before the files that need
+ * them). No reference is taken: the file lives at least as long as @lf's
+ * hand-over. Callable from a handler's callbacks only.
+ *
+ * Return: the file, or ERR_PTR(-ENOENT) if @token is not a dependency of
+ * @lf or not in its session.
+ */
+struct file *lu_file_dependency(struct lu_file *lf, u64 token)
+{
+	struct lu_file *dep;
+
+	lockdep_assert_held(&lu.lock);
+	dep = lu_file_find_dep(lf, token);
+	if (!dep || !dep->file)
+		return ERR_PTR(-ENOENT);
+	return dep->file;
+}
+EXPORT_SYMBOL_GPL(lu_file_dependency);
 
 /**
  * lu_file_finish_all - end the hand-over of an incoming session's files
  * @session:    the session
  * @nr_dropped: incremented for each file that was never retrieved
  *
- * Retrieved files become ordinary files; the others are freed.
+ * Retrieved files become ordinary files; the others are freed, dependent
+ * files before their dependencies. A file whose handler never registered
+ * cannot be freed: its memory stays reserved until the next boot.
  *
  * Return: the bytes of memory that the files never retrieved returned.
  */
@@ -345,19 +510,23 @@ u64 lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped)
 
 	lockdep_assert_held(&lu.lock);
 	list_for_each_entry_safe_reverse(lf, next, &session->files, node) {
+		if (!lf->handler)
+			lf->handler = lu_handler_get(lf->compatible);
 		if (lf->file) {
 			xa_erase(&lu.busy_files, lu_busy_key(lf->file));
 			lf->handler->finish(lf);
 			fput(lf->file);
-		} else {
+		} else if (lf->handler) {
 			bytes += lf->handler->finish(lf);
 			(*nr_dropped)++;
+		} else {
+			pr_warn("liveupdate: session %s, token %llu: no handler \"%s\", its memory stays reserved\n",
+				session->name, lf->token, lf->compatible);
+			(*nr_dropped)++;
 		}
-		list_del(&lf->node);
-		kfree(lf);
 		lu.nr_in_files--;
+		lu_file_free(lf);
 	}
-	session->nr_files = 0;
 	return bytes;
 }
 
@@ -367,34 +536,28 @@ u64 lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped)
  * @token:      its token
  * @compatible: its handler's name, NUL-terminated
  * @data:       physical address of the handler's block
+ * @deps:       its dependencies' tokens
+ * @nr_deps:    entries in @deps
  *
- * Return: 0, -ENOENT for an unknown handler, or -ENOMEM.
+ * The handler is looked up now and again at retrieval: it may be
+ * registered later.
+ *
+ * Return: 0 or -ENOMEM.
  */
 int lu_file_add_incoming(struct lu_session *session, u64 token,
-			 const char *compatible, phys_addr_t data)
+			 const char *compatible, phys_addr_t data,
+			 const u64 *deps, unsigned int nr_deps)
 {
-	const struct lu_file_handler *handler;
 	struct lu_file *lf;
 
 	lockdep_assert_held(&lu.lock);
-	handler = lu_handler_by_name(compatible);
-	if (!handler)
-		return -ENOENT;
-	lf = lu_file_new(token, handler);
+	lf = lu_file_new(session, token, compatible, deps, nr_deps);
 	if (!lf)
 		return -ENOMEM;
+	lf->handler = lu_handler_get(compatible);
 	lf->data = data;
 	list_add_tail(&lf->node, &session->files);
 	session->nr_files++;
 	lu.nr_in_files++;
 	return 0;
-}
-
-/**
- * lu_file_compatible_known - whether a handler of this name exists
- * @compatible: a NUL-terminated name
- */
-bool lu_file_compatible_known(const char *compatible)
-{
-	return lu_handler_by_name(compatible);
 }

@@ -12,14 +12,21 @@
  *   struct lu_ser_root. @table is 0 until the kexec reboot notifier has
  *   written the table; a root with @table == 0 carries no session.
  *
- * Table (one block from kho_alloc_preserve, preallocated when sessions or
- * files are added, filled by the reboot notifier):
+ * Table (one block from kho_alloc_preserve, grown when sessions, files
+ *   or subsystems are added, filled at FREEZE and by the reboot notifier):
  *   struct lu_ser_table, then @nr_sessions struct lu_ser_session, then
- *   @nr_files struct lu_ser_file. Session i owns files
- *   [first_file, first_file + nr_files).
+ *   @nr_files struct lu_ser_file, then @nr_deps __u64 tokens, then
+ *   @nr_subsystems struct lu_ser_subsystem. Session i owns files
+ *   [first_file, first_file + nr_files); file j depends on the tokens
+ *   [first_dep, first_dep + nr_deps), all in its own session. A session's
+ *   files come in dependency order: a file's dependencies before it.
  *
  * File data: each file entry names its handler by @compatible and points
- *   to the handler's own block, whose format the handler defines below.
+ *   to the handler's own block, whose format the handler defines (memfd
+ *   below). A handler that is not registered when the table is read may
+ *   register later; its files wait.
+ *
+ * Subsystem data: one physical address per subsystem, defined by it.
  *
  * memfd ("memfd-v1"): struct lu_ser_memfd from kho_alloc_preserve; its
  *   @folios is a kho_preserve_vmalloc() descriptor of an array of
@@ -39,15 +46,14 @@
 #include <linux/kexec_handover.h>
 #include <linux/kho/abi/kexec_handover.h>
 #include <linux/types.h>
+#include <liveupdate/participant.h>
 
 #include "include/uapi/linux/liveupdate.h"
 
 #define LU_KHO_SUBTREE		"liveupdate-module"
 #define LU_KHO_MAGIC		0x4c554d4f44303031ULL	/* "LUMOD001" */
 #define LU_KHO_MAGIC_CONSUMED	0x4c554d4f44444f4eULL	/* "LUMODDON" */
-#define LU_KHO_VERSION		1
-
-#define LU_COMPATIBLE_LENGTH	32
+#define LU_KHO_VERSION		2
 
 /**
  * struct lu_ser_root - the subtree's blob
@@ -67,12 +73,16 @@ struct lu_ser_root {
 
 /**
  * struct lu_ser_table - header of the session table
- * @nr_sessions: session entries that follow
- * @nr_files:    file entries after the session entries
+ * @nr_sessions:   session entries that follow
+ * @nr_files:      file entries after the session entries
+ * @nr_deps:       dependency tokens after the file entries
+ * @nr_subsystems: subsystem entries after the dependency tokens
  */
 struct lu_ser_table {
 	__u32 nr_sessions;
 	__u32 nr_files;
+	__u32 nr_deps;
+	__u32 nr_subsystems;
 };
 
 /**
@@ -92,11 +102,25 @@ struct lu_ser_session {
  * @token:      the token userspace gave at preserve time
  * @data:       physical address of the handler's block
  * @compatible: NUL-terminated handler name, e.g. "memfd-v1"
+ * @first_dep:  index of the file's first dependency token
+ * @nr_deps:    number of its dependency tokens
  */
 struct lu_ser_file {
 	__u64 token;
 	__u64 data;
 	char compatible[LU_COMPATIBLE_LENGTH];
+	__u32 first_dep;
+	__u32 nr_deps;
+};
+
+/**
+ * struct lu_ser_subsystem - one subsystem's hand-over
+ * @name: NUL-terminated subsystem name
+ * @data: what its callbacks handed over (physical address, or 0)
+ */
+struct lu_ser_subsystem {
+	char name[LU_COMPATIBLE_LENGTH];
+	__u64 data;
 };
 
 #define LU_MEMFD_COMPATIBLE	"memfd-v1"

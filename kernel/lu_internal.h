@@ -18,67 +18,12 @@
 #include <linux/types.h>
 #include <linux/xarray.h>
 
+#include <liveupdate/participant.h>
+
 #include "lu_format.h"
 
 #define lu_err(fmt, ...)  pr_err_ratelimited("liveupdate: " fmt, ##__VA_ARGS__)
 #define lu_info(fmt, ...) pr_info("liveupdate: " fmt, ##__VA_ARGS__)
-
-struct lu_file;
-
-/**
- * struct lu_file_handler - how one kind of file is carried over
- * @compatible:   name written into the hand-over format
- * @can_preserve: whether @file is of this handler's kind
- * @preserve:     PRESERVE_FD: check that the file can be carried and fix
- *                what must not change (a memfd's size); cheap, no KHO yet
- * @unpreserve:   undo @preserve
- * @prepare:      PREPARE: serialize the file into KHO while it is in use;
- *                set @lf->data and @lf->bytes
- * @cancel:       undo @prepare
- * @freeze:       FREEZE: record what changed since @prepare
- * @unfreeze:     undo @freeze (CANCEL from FROZEN); optional
- * @retrieve:     new kernel: build the file and set @lf->file; may be
- *                called again after a failure and then resumes
- * @finish:       new kernel, end of the hand-over: if @lf->file is NULL
- *                (never retrieved) free the data; returns the bytes freed
- */
-struct lu_file_handler {
-	const char *compatible;
-	bool (*can_preserve)(struct file *file);
-	int (*preserve)(struct lu_file *lf);
-	void (*unpreserve)(struct lu_file *lf);
-	int (*prepare)(struct lu_file *lf);
-	void (*cancel)(struct lu_file *lf);
-	int (*freeze)(struct lu_file *lf);
-	void (*unfreeze)(struct lu_file *lf);
-	int (*retrieve)(struct lu_file *lf);
-	u64 (*finish)(struct lu_file *lf);
-};
-
-/**
- * struct lu_file - a file in a session
- * @node:     entry in the session's @files
- * @token:    the caller's key, unique in the session
- * @handler:  the handler that carries it
- * @file:     outgoing: the preserved file (a reference is held);
- *            incoming: the retrieved file, or NULL before retrieval
- * @data:     physical address of the handler's hand-over block
- * @bytes:    memory serialized for the file (outgoing, once prepared)
- * @prepared: outgoing: @prepare succeeded and was not cancelled
- * @frozen:   outgoing: @freeze succeeded and was not undone
- * @priv:     the handler's state
- */
-struct lu_file {
-	struct list_head node;
-	u64 token;
-	const struct lu_file_handler *handler;
-	struct file *file;
-	phys_addr_t data;
-	u64 bytes;
-	bool prepared;
-	bool frozen;
-	void *priv;
-};
 
 /**
  * struct lu_session - a named set of files
@@ -106,6 +51,18 @@ struct lu_session {
 };
 
 /**
+ * struct lu_in_subsystem - a subsystem's data from the previous kernel
+ * @name:     the subsystem's name
+ * @data:     what its prepare or freeze callback handed over
+ * @finished: its finish callback ran
+ */
+struct lu_in_subsystem {
+	char name[LU_COMPATIBLE_LENGTH];
+	u64 data;
+	bool finished;
+};
+
+/**
  * struct lu_state - the module's global state
  * @lock:        see the top of this file
  * @state:       an enum liveupdate_state
@@ -118,6 +75,12 @@ struct lu_session {
  * @nr_in_files:     files in those sessions
  * @busy_files:  inodes preserved in an outgoing session or retrieved and
  *               not finished yet; a file is carried by one session only
+ * @nr_out_deps:     dependencies named by those files
+ * @handlers:    registered struct lu_file_handler
+ * @subsystems:  registered struct lu_subsystem
+ * @nr_subsystems:   entries in @subsystems
+ * @in_subsystems:   subsystem data from the previous kernel
+ * @nr_in_subsystems: entries in @in_subsystems
  * @rebooting:   the kexec reboot notifier has written the table
  * @dev:         the misc device, for uevents
  */
@@ -131,6 +94,12 @@ struct lu_state {
 	u64 nr_out_bytes;
 	unsigned int nr_in_sessions;
 	unsigned int nr_in_files;
+	unsigned int nr_out_deps;
+	struct list_head handlers;
+	struct list_head subsystems;
+	unsigned int nr_subsystems;
+	struct lu_in_subsystem *in_subsystems;
+	unsigned int nr_in_subsystems;
 	struct xarray busy_files;
 	bool rebooting;
 	struct device *dev;
@@ -188,26 +157,39 @@ void lu_session_free(struct lu_session *session);
 u64 lu_session_finish(struct lu_session *session, unsigned int *nr_files);
 
 /* lu_file.c */
-int lu_file_preserve(struct lu_session *session, int fd, u64 token);
+int lu_file_preserve(struct lu_session *session, int fd, u64 token,
+		     const u64 *deps, unsigned int nr_deps);
+int lu_file_order(struct lu_session *session, u64 *bad_token);
 void lu_file_unpreserve_all(struct lu_session *session);
 int lu_file_retrieve(struct lu_session *session, u64 token,
 		     struct file **filep);
 u64 lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped);
 int lu_file_add_incoming(struct lu_session *session, u64 token,
-			 const char *compatible, phys_addr_t data);
+			 const char *compatible, phys_addr_t data,
+			 const u64 *deps, unsigned int nr_deps);
 int lu_file_prepare_all(struct lu_session *session, u64 *failed_token);
 void lu_file_cancel_all(struct lu_session *session);
 int lu_file_freeze_all(struct lu_session *session, u64 *failed_token);
 void lu_file_unfreeze_all(struct lu_session *session);
-bool lu_file_compatible_known(const char *compatible);
+
+/* lu_participant.c */
+struct lu_file_handler *lu_handler_for_file(struct file *file);
+struct lu_file_handler *lu_handler_get(const char *compatible);
+void lu_handler_put(const struct lu_file_handler *handler);
+int lu_subsystems_prepare(const char **failed);
+void lu_subsystems_cancel(void);
+int lu_subsystems_freeze(const char **failed);
+void lu_subsystems_finish(void);
+void lu_subsystems_release_incoming(void);
 
 /* lu_memfd.c */
-extern const struct lu_file_handler lu_memfd_handler;
+extern struct lu_file_handler lu_memfd_handler;
 
 /* lu_kho.c */
 int lu_kho_init(void);
 void lu_kho_exit(void);
-int lu_kho_reserve(unsigned int nr_sessions, unsigned int nr_files);
+int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,
+		   unsigned int more_deps, unsigned int more_subsystems);
 void lu_kho_write_table(void);
 void lu_kho_unpublish(void);
 void lu_kho_load_incoming(void);

@@ -29,6 +29,8 @@ struct lu_state lu = {
 	.lock = __MUTEX_INITIALIZER(lu.lock),
 	.outgoing = LIST_HEAD_INIT(lu.outgoing),
 	.incoming = LIST_HEAD_INIT(lu.incoming),
+	.handlers = LIST_HEAD_INIT(lu.handlers),
+	.subsystems = LIST_HEAD_INIT(lu.subsystems),
 	.busy_files = XARRAY_INIT(lu.busy_files, 0),
 };
 
@@ -43,6 +45,7 @@ union lu_ucmd_buffer {
 	struct liveupdate_session_get_name get_name;
 	struct liveupdate_get_state get_state;
 	struct liveupdate_set_event set_event;
+	struct liveupdate_session_preserve_fd_deps preserve_deps;
 };
 
 /**
@@ -243,6 +246,14 @@ static struct notifier_block lu_reboot_nb = {
 	.priority = INT_MAX,
 };
 
+/* What the previous kernel handed over and nobody took is freed. */
+static void lu_discard_incoming(void)
+{
+	lu_session_discard_incoming();
+	scoped_guard(mutex, &lu.lock)
+		lu_subsystems_release_incoming();
+}
+
 static int __init lu_init(void)
 {
 	int err;
@@ -251,9 +262,12 @@ static int __init lu_init(void)
 		pr_err("liveupdate: KHO is off: boot with kho=on\n");
 		return -EOPNOTSUPP;
 	}
-	err = lu_kho_init();
+	err = lu_register_file_handler(&lu_memfd_handler);
 	if (err)
 		return err;
+	err = lu_kho_init();
+	if (err)
+		goto err_handler;
 	lu_kho_load_incoming();
 	err = register_reboot_notifier(&lu_reboot_nb);
 	if (err)
@@ -268,8 +282,10 @@ static int __init lu_init(void)
 err_notifier:
 	unregister_reboot_notifier(&lu_reboot_nb);
 err_kho:
-	lu_session_discard_incoming();
+	lu_discard_incoming();
 	lu_kho_exit();
+err_handler:
+	lu_unregister_file_handler(&lu_memfd_handler);
 	return err;
 }
 
@@ -285,8 +301,9 @@ static void __exit lu_exit(void)
 		lu.dev = NULL;
 	misc_deregister(&lu_miscdev);
 	unregister_reboot_notifier(&lu_reboot_nb);
-	lu_session_discard_incoming();
+	lu_discard_incoming();
 	lu_kho_exit();
+	lu_unregister_file_handler(&lu_memfd_handler);
 }
 
 module_init(lu_init);

@@ -595,7 +595,8 @@ static u64 lu_memfd_finish(struct lu_file *lf)
 	return bytes;
 }
 
-const struct lu_file_handler lu_memfd_handler = {
+/* No owner: files of liveupdate's own handler need no module reference. */
+struct lu_file_handler lu_memfd_handler = {
 	.compatible = LU_MEMFD_COMPATIBLE,
 	.can_preserve = lu_memfd_can_preserve,
 	.preserve = lu_memfd_preserve,

@@ -26,6 +26,7 @@
 #include <linux/file.h>
 #include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/uaccess.h>
 
 #include "lu_internal.h"
 
@@ -104,7 +105,26 @@ static int lu_session_preserve_fd(void *ctx, struct lu_ucmd *ucmd)
 	guard(mutex)(&lu.lock);
 	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
 		return -EBUSY;
-	return lu_file_preserve(session, arg->fd, arg->token);
+	return lu_file_preserve(session, arg->fd, arg->token, NULL, 0);
+}
+
+static int lu_session_preserve_fd_deps(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_session_preserve_fd_deps *arg = ucmd->cmd;
+	struct lu_session *session = ctx;
+	u64 deps[LIVEUPDATE_MAX_DEPS];
+
+	BUILD_BUG_ON(LIVEUPDATE_MAX_DEPS != LU_MAX_DEPS);
+	if (arg->reserved || arg->nr_deps > LIVEUPDATE_MAX_DEPS)
+		return -EINVAL;
+	if (copy_from_user(deps, u64_to_user_ptr(arg->deps),
+			   arg->nr_deps * sizeof(*deps)))
+		return -EFAULT;
+	guard(mutex)(&lu.lock);
+	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
+		return -EBUSY;
+	return lu_file_preserve(session, arg->fd, arg->token, deps,
+				arg->nr_deps);
 }
 
 static int lu_session_retrieve_fd(void *ctx, struct lu_ucmd *ucmd)
@@ -172,6 +192,10 @@ static const struct lu_ioctl_op lu_session_ops[] = {
 		    LU_IOCTL_INCOMING),
 	LU_IOCTL_OP(LIVEUPDATE_SESSION_GET_NAME, lu_session_get_name,
 		    struct liveupdate_session_get_name, name, LU_IOCTL_ANY),
+	LU_IOCTL_OP(LIVEUPDATE_SESSION_PRESERVE_FD_DEPS,
+		    lu_session_preserve_fd_deps,
+		    struct liveupdate_session_preserve_fd_deps, reserved,
+		    LU_IOCTL_OUTGOING),
 };
 
 static long lu_session_ioctl(struct file *file, unsigned int cmd,
@@ -217,7 +241,7 @@ int lu_session_create(const char *name, struct file **filep)
 		return -EBUSY;
 	if (lu_session_find(&lu.outgoing, name))
 		return -EEXIST;
-	err = lu_kho_reserve(lu.nr_out_sessions + 1, lu.nr_out_files);
+	err = lu_kho_reserve(1, 0, 0, 0);
 	if (err)
 		return err;
 	session = kzalloc_obj(*session, GFP_KERNEL);

@@ -88,17 +88,19 @@ bool lu_state_holds_sessions(void)
 void lu_state_session_finished(void)
 {
 	lockdep_assert_held(&lu.lock);
-	if (lu.state == LIVEUPDATE_STATE_UPDATED && !lu.nr_in_sessions)
+	if (lu.state == LIVEUPDATE_STATE_UPDATED && !lu.nr_in_sessions) {
+		lu_subsystems_finish();
 		lu_state_set(LIVEUPDATE_STATE_NORMAL, LIVEUPDATE_EVENT_FINISH);
+	}
 }
 
-static int lu_event_failed(struct liveupdate_set_event *arg,
-			   struct lu_session *session, u64 token, int err)
+static int lu_event_failed(struct liveupdate_set_event *arg, const char *name,
+			   u64 token, int err)
 {
 	arg->err_token = token;
-	strscpy(arg->err_session, session->name, sizeof(arg->err_session));
-	lu_err("%s failed: session %s, token %llu: %d\n",
-	       lu_event_names[arg->event], session->name, token, err);
+	strscpy(arg->err_session, name, sizeof(arg->err_session));
+	lu_err("%s failed: %s, token %llu: %d\n", lu_event_names[arg->event],
+	       name, token, err);
 	return err;
 }
 
@@ -106,20 +108,30 @@ static int lu_event_prepare(struct liveupdate_set_event *arg)
 {
 	struct lu_session *session;
 	ktime_t start = ktime_get();
-	u64 token;
+	const char *name;
+	u64 token = 0;
 	int err;
 
 	if (lu.state != LIVEUPDATE_STATE_NORMAL)
 		return -EBUSY;
 	list_for_each_entry(session, &lu.outgoing, node) {
-		err = lu_file_prepare_all(session, &token);
+		err = lu_file_order(session, &token);
+		if (!err)
+			err = lu_file_prepare_all(session, &token);
 		if (err) {
-			lu_event_failed(arg, session, token, err);
+			lu_event_failed(arg, session->name, token, err);
 			list_for_each_entry_continue_reverse(session, &lu.outgoing,
 							     node)
 				lu_file_cancel_all(session);
 			return err;
 		}
+	}
+	err = lu_subsystems_prepare(&name);
+	if (err) {
+		lu_event_failed(arg, name, 0, err);
+		list_for_each_entry_reverse(session, &lu.outgoing, node)
+			lu_file_cancel_all(session);
+		return err;
 	}
 	__module_get(THIS_MODULE);
 	lu_state_set(LIVEUPDATE_STATE_PREPARED, LIVEUPDATE_EVENT_PREPARE);
@@ -133,20 +145,30 @@ static int lu_event_freeze(struct liveupdate_set_event *arg)
 {
 	struct lu_session *session;
 	ktime_t start = ktime_get();
-	u64 token;
+	const char *name;
+	u64 token = 0;
 	int err;
 
 	if (lu.state != LIVEUPDATE_STATE_PREPARED)
 		return -EBUSY;
 	list_for_each_entry(session, &lu.outgoing, node) {
-		err = lu_file_freeze_all(session, &token);
+		err = lu_file_order(session, &token);
+		if (!err)
+			err = lu_file_freeze_all(session, &token);
 		if (err) {
-			lu_event_failed(arg, session, token, err);
+			lu_event_failed(arg, session->name, token, err);
 			list_for_each_entry_continue_reverse(session, &lu.outgoing,
 							     node)
 				lu_file_unfreeze_all(session);
 			return err;
 		}
+	}
+	err = lu_subsystems_freeze(&name);
+	if (err) {
+		lu_event_failed(arg, name, 0, err);
+		list_for_each_entry_reverse(session, &lu.outgoing, node)
+			lu_file_unfreeze_all(session);
+		return err;
 	}
 	lu_kho_write_table();
 	lu_state_set(LIVEUPDATE_STATE_FROZEN, LIVEUPDATE_EVENT_FREEZE);
@@ -162,6 +184,7 @@ static int lu_event_cancel(struct liveupdate_set_event *arg)
 	if (!lu_state_holds_sessions())
 		return -EBUSY;
 	lu_kho_unpublish();
+	lu_subsystems_cancel();
 	list_for_each_entry_safe_reverse(session, next, &lu.outgoing, node) {
 		lu_file_cancel_all(session);
 		if (session->orphaned)
@@ -187,6 +210,7 @@ static int lu_event_finish(struct liveupdate_set_event *arg)
 			arg->nr_sessions++;
 		}
 	}
+	lu_subsystems_finish();
 	lu_state_set(LIVEUPDATE_STATE_NORMAL, LIVEUPDATE_EVENT_FINISH);
 	lu_info("finished: released %u sessions and %u files never retrieved, %llu bytes\n",
 		arg->nr_sessions, arg->nr_files, arg->nr_bytes);
@@ -248,20 +272,31 @@ int lu_ioctl_get_state(void *ctx, struct lu_ucmd *ucmd)
 void lu_state_kexec(void)
 {
 	struct lu_session *session;
+	const char *name;
 	u64 token = 0;
 	int err;
 
 	guard(mutex)(&lu.lock);
 	list_for_each_entry(session, &lu.outgoing, node) {
-		err = lu_file_prepare_all(session, &token);
+		err = lu_file_order(session, &token);
+		if (!err)
+			err = lu_file_prepare_all(session, &token);
 		if (!err)
 			err = lu_file_freeze_all(session, &token);
 		if (err) {
-			pr_err("liveupdate: kexec: session %s is NOT carried over: file %llu failed: %d\n",
+			pr_err("liveupdate: kexec: session %s is NOT carried over: token %llu failed: %d\n",
 			       session->name, token, err);
 			lu_file_cancel_all(session);
 			session->dropped = true;
 		}
+	}
+	err = lu_subsystems_prepare(&name);
+	if (!err)
+		err = lu_subsystems_freeze(&name);
+	if (err) {
+		pr_err("liveupdate: kexec: subsystems are NOT carried over: %s failed: %d\n",
+		       name, err);
+		lu_subsystems_cancel();
 	}
 	lu_kho_write_table();
 	lu.rebooting = true;

@@ -260,9 +260,11 @@ struct liveupdate_get_state {
  * @nr_sessions: output (FINISH): sessions released without being retrieved
  * @nr_files:    output (FINISH): files released without being retrieved
  * @nr_bytes:    output (FINISH): bytes of memory those files returned
- * @err_token:   output, on failure: token of the file that failed, if one
- *               did (then @err_session is not empty)
- * @err_session: output, on failure: name of that file's session
+ * @err_token:   output, on failure: the token at fault: the file that
+ *               failed, or (ENOENT) the missing dependency, or (ELOOP) a
+ *               file in a dependency cycle
+ * @err_session: output, on failure: the session of @err_token, or the
+ *               name of the subsystem that failed (then @err_token is 0)
  *
  * Moves the state machine. PREPARE serializes every preserved file into
  * KHO; FREEZE records what can still change; CANCEL undoes both; FINISH
@@ -273,7 +275,8 @@ struct liveupdate_get_state {
  *
  * Errors: EOPNOTSUPP unknown @event; EBUSY @event is not allowed in the
  * current state; ENOENT a file depends on a token that its session lacks;
- * any error of a file's handler (ENOMEM, EIO, ...).
+ * ELOOP files depend on each other in a cycle; any error of a file's
+ * handler or of a subsystem (ENOMEM, EIO, ...).
  */
 struct liveupdate_set_event {
 	__u32 size;
@@ -287,5 +290,45 @@ struct liveupdate_set_event {
 
 #define LIVEUPDATE_IOCTL_SET_EVENT \
 	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SET_EVENT)
+
+/* Commands of this module on a session fd. */
+enum {
+	LIVEUPDATE_CMD_SESSION_EXT_BASE = 0xC0,
+	LIVEUPDATE_CMD_SESSION_PRESERVE_FD_DEPS = LIVEUPDATE_CMD_SESSION_EXT_BASE,
+};
+
+/* Most dependencies one file may name. */
+#define LIVEUPDATE_MAX_DEPS	16
+
+/**
+ * struct liveupdate_session_preserve_fd_deps - ioctl(LIVEUPDATE_SESSION_PRESERVE_FD_DEPS)
+ * @size:     sizeof(struct liveupdate_session_preserve_fd_deps)
+ * @fd:       input: the fd to preserve
+ * @token:    input: the caller's key for the file, unique in the session
+ * @deps:     input: user pointer to @nr_deps __u64 tokens of files in the
+ *            same session that this file depends on
+ * @nr_deps:  input: at most LIVEUPDATE_MAX_DEPS
+ * @reserved: must be zero
+ *
+ * LIVEUPDATE_SESSION_PRESERVE_FD with dependencies. The files named need
+ * not be preserved yet: PREPARE and FREEZE check that they are (ENOENT
+ * otherwise) and serialize them first; the next kernel retrieves them
+ * before this file, and finishes this file before them.
+ *
+ * Errors: those of LIVEUPDATE_SESSION_PRESERVE_FD; EINVAL more than
+ * LIVEUPDATE_MAX_DEPS tokens, a token named twice or the file's own,
+ * or @reserved not zero; EFAULT @deps is not readable.
+ */
+struct liveupdate_session_preserve_fd_deps {
+	__u32 size;
+	__s32 fd;
+	__aligned_u64 token;
+	__aligned_u64 deps;
+	__u32 nr_deps;
+	__u32 reserved;
+};
+
+#define LIVEUPDATE_SESSION_PRESERVE_FD_DEPS \
+	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_PRESERVE_FD_DEPS)
 
 #endif /* _UAPI_LINUX_LIVEUPDATE_H */

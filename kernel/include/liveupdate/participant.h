@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * DOC: liveupdate participant API, for other modules
+ *
+ * Two kinds of participants take part in a live update:
+ *
+ * File handlers carry a kind of file across the kexec. Userspace preserves
+ * the file in a session; the handler's callbacks then run at each step:
+ * preserve (PRESERVE_FD, cheap checks), prepare (PREPARE: serialize into
+ * KHO), freeze (FREEZE: the last changes), and in the next kernel retrieve
+ * (RETRIEVE_FD) and finish (end of the hand-over). Each step has its undo:
+ * unpreserve, cancel, unfreeze. A file may depend on other files of its
+ * session, named by token when it is preserved; liveupdate checks them
+ * at PREPARE and FREEZE (ENOENT names a missing token, ELOOP a cycle),
+ * prepares and serializes dependencies first, retrieves them before the
+ * files that need them, and finishes dependents first. A handler reaches
+ * its dependencies with lu_file_dependency().
+ *
+ * Subsystems carry state of their own that belongs to no file: they get
+ * prepare, freeze and cancel callbacks after (cancel: before) the files,
+ * hand one physical address of their KHO data to the next kernel, and
+ * find it there with lu_subsystem_incoming() under the same name.
+ *
+ * Callbacks run under liveupdate's lock, in process context, and may
+ * sleep; they must not call back into liveupdate except for
+ * lu_file_dependency(). Registration pins nothing: liveupdate takes a
+ * reference on @owner for every file a handler carries and, between
+ * PREPARE and CANCEL or kexec, on every subsystem's @owner.
+ */
+#ifndef _LIVEUPDATE_PARTICIPANT_H
+#define _LIVEUPDATE_PARTICIPANT_H
+
+#include <linux/list.h>
+#include <linux/types.h>
+
+struct file;
+struct module;
+struct lu_file;
+struct lu_session;
+
+/* Longest handler or subsystem name, with its NUL. */
+#define LU_COMPATIBLE_LENGTH	32
+/* Most dependencies one file may name. */
+#define LU_MAX_DEPS		16
+
+/**
+ * struct lu_file_handler - how one kind of file is carried over
+ * @compatible:   name written into the hand-over data; the next kernel
+ *                finds the handler by it. Change it when the format of
+ *                the handler's data changes.
+ * @owner:        the module that implements the handler
+ * @can_preserve: whether @file is of this handler's kind
+ * @preserve:     PRESERVE_FD: check that the file can be carried and fix
+ *                what must not change; cheap, nothing goes to KHO yet
+ * @unpreserve:   undo @preserve
+ * @prepare:      PREPARE: serialize the file into KHO while it is in use;
+ *                set @lf->data (physical address of the handler's block)
+ *                and @lf->bytes (memory carried)
+ * @cancel:       undo @prepare
+ * @freeze:       FREEZE: record what changed since @prepare; optional
+ * @unfreeze:     undo @freeze (CANCEL from FROZEN); optional
+ * @retrieve:     new kernel: build the file from @lf->data and set
+ *                @lf->file; may be called again after a failure
+ * @finish:       new kernel, end of the hand-over: if @lf->file is NULL
+ *                (never retrieved) free the data; returns the bytes freed
+ * @list:         private to liveupdate
+ */
+struct lu_file_handler {
+	const char *compatible;
+	struct module *owner;
+	bool (*can_preserve)(struct file *file);
+	int (*preserve)(struct lu_file *lf);
+	void (*unpreserve)(struct lu_file *lf);
+	int (*prepare)(struct lu_file *lf);
+	void (*cancel)(struct lu_file *lf);
+	int (*freeze)(struct lu_file *lf);
+	void (*unfreeze)(struct lu_file *lf);
+	int (*retrieve)(struct lu_file *lf);
+	u64 (*finish)(struct lu_file *lf);
+	struct list_head list;
+};
+
+/**
+ * struct lu_file - a file in a session, as its handler sees it
+ * @token:    the caller's key, unique in the session
+ * @file:     outgoing: the preserved file (liveupdate holds a reference);
+ *            incoming: the retrieved file, or NULL before retrieval
+ * @data:     physical address of the handler's hand-over block
+ * @bytes:    memory serialized for the file
+ * @priv:     the handler's own state
+ * @deps:     tokens of the files this one depends on (read only)
+ * @nr_deps:  entries in @deps
+ *
+ * The members below are private to liveupdate.
+ * @node:       entry in the session's file list
+ * @handler:    the handler; NULL for an incoming file whose handler is
+ *              not registered (yet)
+ * @session:    the session that holds the file
+ * @compatible: the handler's name (incoming: from the hand-over data)
+ * @prepared:   outgoing: @prepare succeeded and was not cancelled
+ * @frozen:     outgoing: @freeze succeeded and was not undone
+ * @retrieving: incoming: being retrieved (catches dependency cycles)
+ */
+struct lu_file {
+	u64 token;
+	struct file *file;
+	phys_addr_t data;
+	u64 bytes;
+	void *priv;
+	u64 *deps;
+	unsigned int nr_deps;
+
+	struct list_head node;
+	const struct lu_file_handler *handler;
+	struct lu_session *session;
+	char compatible[LU_COMPATIBLE_LENGTH];
+	bool prepared;
+	bool frozen;
+	bool retrieving;
+};
+
+int lu_register_file_handler(struct lu_file_handler *handler);
+void lu_unregister_file_handler(struct lu_file_handler *handler);
+struct file *lu_file_dependency(struct lu_file *lf, u64 token);
+
+/**
+ * struct lu_subsystem - a participant with state of its own
+ * @name:     unique name (under LU_COMPATIBLE_LENGTH bytes); the next
+ *            kernel's subsystem of this name receives the data
+ * @owner:    the module that implements it
+ * @prepare:  PREPARE, after the files: serialize into KHO and set *@data
+ *            to the physical address to hand over (0: nothing)
+ * @freeze:   FREEZE, after the files; may update *@data; optional
+ * @cancel:   undo @prepare (and @freeze); @data is what they set
+ * @finish:   new kernel, end of the hand-over (FINISH, or the last session
+ *            finished): free the handed-over @data
+ * @list:     private to liveupdate
+ * @data:     private: what @prepare and @freeze set
+ * @prepared: private: @prepare succeeded and was not cancelled
+ */
+struct lu_subsystem {
+	const char *name;
+	struct module *owner;
+	int (*prepare)(struct lu_subsystem *ss, u64 *data);
+	int (*freeze)(struct lu_subsystem *ss, u64 *data);
+	void (*cancel)(struct lu_subsystem *ss, u64 data);
+	void (*finish)(struct lu_subsystem *ss, u64 data);
+	struct list_head list;
+	u64 data;
+	bool prepared;
+};
+
+int lu_register_subsystem(struct lu_subsystem *ss);
+void lu_unregister_subsystem(struct lu_subsystem *ss);
+int lu_subsystem_incoming(struct lu_subsystem *ss, u64 *data);
+
+#endif /* _LIVEUPDATE_PARTICIPANT_H */
