@@ -7,8 +7,8 @@
  * undone in reverse: preserve (PRESERVE_FD: cheap checks), prepare
  * (PREPARE: serialize into KHO), freeze (FREEZE: what changed since). A
  * file preserved while the state is PREPARED is prepared at once. A file
- * may be carried by one session at a time: lu.busy_files maps its inode
- * to its struct lu_file, from preservation until unpreservation, and from
+ * may be carried by one session at a time: lu.busy_files maps its
+ * identity (the handler's get_id(), e.g. a memfd's inode) to its struct lu_file, from preservation until unpreservation, and from
  * retrieval until finish.
  *
  * Dependencies: a file names tokens of its session that it needs. Before
@@ -96,9 +96,11 @@ static int lu_file_check_deps(u64 token, const u64 *deps, unsigned int nr)
 	return 0;
 }
 
-static unsigned long lu_busy_key(struct file *file)
+/* What makes two files the same object: the handler says, else the file. */
+static unsigned long lu_busy_key(const struct lu_file_handler *handler,
+				 struct file *file)
 {
-	return (unsigned long)file_inode(file);
+	return handler->get_id ? handler->get_id(file) : (unsigned long)file;
 }
 
 static int lu_file_prepare(struct lu_file *lf)
@@ -191,7 +193,7 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 	lf->file = file;
 	list_add_tail(&lf->node, &session->files);
 	session->nr_files++;
-	err = xa_insert(&lu.busy_files, lu_busy_key(file), lf, GFP_KERNEL);
+	err = xa_insert(&lu.busy_files, lu_busy_key(handler, file), lf, GFP_KERNEL);
 	if (err)
 		goto err_free;
 	err = handler->preserve(lf);
@@ -211,7 +213,7 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 err_unpreserve:
 	handler->unpreserve(lf);
 err_busy:
-	xa_erase(&lu.busy_files, lu_busy_key(file));
+	xa_erase(&lu.busy_files, lu_busy_key(handler, file));
 err_free:
 	lu_file_free(lf);
 	return err;
@@ -229,7 +231,7 @@ void lu_file_unpreserve_all(struct lu_session *session)
 	list_for_each_entry_safe_reverse(lf, next, &session->files, node) {
 		lu_file_cancel(lf);
 		lf->handler->unpreserve(lf);
-		xa_erase(&lu.busy_files, lu_busy_key(lf->file));
+		xa_erase(&lu.busy_files, lu_busy_key(lf->handler, lf->file));
 		fput(lf->file);
 		lu.nr_out_files--;
 		lu.nr_out_deps -= lf->nr_deps;
@@ -430,7 +432,7 @@ static int lu_file_retrieve_one(struct lu_file *lf)
 	if (err)
 		goto out;
 	/* The file is new, so its inode cannot be busy. */
-	err = xa_insert(&lu.busy_files, lu_busy_key(lf->file), lf, GFP_KERNEL);
+	err = xa_insert(&lu.busy_files, lu_busy_key(lf->handler, lf->file), lf, GFP_KERNEL);
 	if (err) {
 		fput(lf->file);
 		lf->file = NULL;
@@ -513,7 +515,7 @@ u64 lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped)
 		if (!lf->handler)
 			lf->handler = lu_handler_get(lf->compatible);
 		if (lf->file) {
-			xa_erase(&lu.busy_files, lu_busy_key(lf->file));
+			xa_erase(&lu.busy_files, lu_busy_key(lf->handler, lf->file));
 			lf->handler->finish(lf);
 			fput(lf->file);
 		} else if (lf->handler) {

@@ -77,6 +77,12 @@ static bool lu_memfd_can_preserve(struct file *file)
 	return shmem_file(file) && !file_inode(file)->i_nlink;
 }
 
+/* Two fds of one memfd are one object. */
+static unsigned long lu_memfd_get_id(struct file *file)
+{
+	return (unsigned long)file_inode(file);
+}
+
 static struct folio *lu_ser_folio_folio(const struct lu_ser_folio *f)
 {
 	return pfn_folio(f->pfn_order >> LU_FOLIO_ORDER_BITS);
@@ -599,6 +605,7 @@ static u64 lu_memfd_finish(struct lu_file *lf)
 struct lu_file_handler lu_memfd_handler = {
 	.compatible = LU_MEMFD_COMPATIBLE,
 	.can_preserve = lu_memfd_can_preserve,
+	.get_id = lu_memfd_get_id,
 	.preserve = lu_memfd_preserve,
 	.unpreserve = lu_memfd_unpreserve,
 	.prepare = lu_memfd_prepare,

@@ -56,6 +56,17 @@ static inline int lu_preserve(int session, int fd, uint64_t token)
 	return lu_ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &arg);
 }
 
+static inline int lu_preserve_deps(int session, int fd, uint64_t token,
+				   const uint64_t *deps, uint32_t nr_deps)
+{
+	struct liveupdate_session_preserve_fd_deps arg = {
+		.size = sizeof(arg), .fd = fd, .token = token,
+		.deps = (uintptr_t)deps, .nr_deps = nr_deps,
+	};
+
+	return lu_ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD_DEPS, &arg);
+}
+
 static inline int lu_retrieve(int session, uint64_t token)
 {
 	struct liveupdate_session_retrieve_fd arg = {

@@ -50,6 +50,9 @@ struct lu_session;
  *                the handler's data changes.
  * @owner:        the module that implements the handler
  * @can_preserve: whether @file is of this handler's kind
+ * @get_id:       the identity of the object behind @file: two files with
+ *                the same identity cannot be preserved twice; optional
+ *                (default: the struct file)
  * @preserve:     PRESERVE_FD: check that the file can be carried and fix
  *                what must not change; cheap, nothing goes to KHO yet
  * @unpreserve:   undo @preserve
@@ -69,6 +72,7 @@ struct lu_file_handler {
 	const char *compatible;
 	struct module *owner;
 	bool (*can_preserve)(struct file *file);
+	unsigned long (*get_id)(struct file *file);
 	int (*preserve)(struct lu_file *lf);
 	void (*unpreserve)(struct lu_file *lf);
 	int (*prepare)(struct lu_file *lf);
