@@ -57,9 +57,12 @@ static const char *const lu_event_names[] = {
 static void lu_state_set(unsigned int state, unsigned int event)
 {
 	char state_env[32], event_env[32];
-	char *envp[] = { state_env, event_env, NULL };
+	char *envp[3];
 
 	lockdep_assert_held(&lu.lock);
+	envp[0] = state_env;
+	envp[1] = event_env;
+	envp[2] = NULL;
 	WRITE_ONCE(lu.state, state);
 	if (!lu.dev)
 		return;

@@ -212,6 +212,7 @@ TEST(kernel2_updated_until_finish)
 	EXPECT_EQ(4U, st.nr_incoming_files);
 	EXPECT_EQ(0U, st.nr_sessions);
 	EXPECT_EQ(-EBUSY, lu_event(dev, LIVEUPDATE_EVENT_PREPARE, NULL));
+	EXPECT_EQ(-EBUSY, lu_event(dev, LIVEUPDATE_EVENT_FREEZE, NULL));
 	EXPECT_EQ(-EBUSY, lu_event(dev, LIVEUPDATE_EVENT_CANCEL, NULL));
 	EXPECT_EQ(-ENOENT, lu_retrieve_session(dev, "gone-normal"));
 	EXPECT_EQ(-ENOENT, lu_retrieve_session(dev, "gone-prepared"));

@@ -45,6 +45,8 @@ CMD_SESSION_GET_NAME = 0x43
 # This module's extensions (mainline leaves 0x80 and up free).
 CMD_GET_STATE = 0x80
 CMD_SET_EVENT = 0x81
+CMD_SESSION_PRESERVE_FD_DEPS = 0xC0
+MAX_DEPS = 16
 
 IOCTL_CREATE_SESSION = _IO(IOCTL_TYPE, CMD_CREATE_SESSION)
 IOCTL_RETRIEVE_SESSION = _IO(IOCTL_TYPE, CMD_RETRIEVE_SESSION)
@@ -54,6 +56,7 @@ SESSION_FINISH = _IO(IOCTL_TYPE, CMD_SESSION_FINISH)
 SESSION_GET_NAME = _IO(IOCTL_TYPE, CMD_SESSION_GET_NAME)
 IOCTL_GET_STATE = _IO(IOCTL_TYPE, CMD_GET_STATE)
 IOCTL_SET_EVENT = _IO(IOCTL_TYPE, CMD_SET_EVENT)
+SESSION_PRESERVE_FD_DEPS = _IO(IOCTL_TYPE, CMD_SESSION_PRESERVE_FD_DEPS)
 
 
 class State(enum.IntEnum):
@@ -96,6 +99,9 @@ GET_STATE = struct.Struct("=IIIIIIIIQ")
 # struct liveupdate_set_event: __u32 size, event, nr_sessions, nr_files;
 #   __aligned_u64 nr_bytes, err_token; __u8 err_session[64];
 SET_EVENT = struct.Struct("=IIIIQQ64s")
+# struct liveupdate_session_preserve_fd_deps: __u32 size; __s32 fd;
+#   __aligned_u64 token, deps (a user pointer); __u32 nr_deps, reserved;
+PRESERVE_FD_DEPS = struct.Struct("=IiQQII")
 
 # name -> (ioctl number, layout, {field: offset}); the layout test compares
 # every entry with the C header.
@@ -120,10 +126,13 @@ COMMANDS: dict[str, tuple[int, struct.Struct, dict[str, int]]] = {
         IOCTL_SET_EVENT, SET_EVENT,
         {"size": 0, "event": 4, "nr_sessions": 8, "nr_files": 12, "nr_bytes": 16, "err_token": 24,
          "err_session": 32}),
+    "LIVEUPDATE_SESSION_PRESERVE_FD_DEPS": (
+        SESSION_PRESERVE_FD_DEPS, PRESERVE_FD_DEPS,
+        {"size": 0, "fd": 4, "token": 8, "deps": 16, "nr_deps": 24, "reserved": 28}),
 }
 
 # The commands that mainline Linux 7.2 defines too: identical there.
-EXTENSIONS = ("LIVEUPDATE_IOCTL_GET_STATE", "LIVEUPDATE_IOCTL_SET_EVENT")
+EXTENSIONS = ("LIVEUPDATE_IOCTL_GET_STATE", "LIVEUPDATE_IOCTL_SET_EVENT", "LIVEUPDATE_SESSION_PRESERVE_FD_DEPS")
 MAINLINE_COMMANDS = [name for name in COMMANDS if name not in EXTENSIONS]
 
 # Which C struct each command takes, for the layout test.
@@ -136,4 +145,5 @@ STRUCTS = {
     "LIVEUPDATE_SESSION_GET_NAME": "liveupdate_session_get_name",
     "LIVEUPDATE_IOCTL_GET_STATE": "liveupdate_get_state",
     "LIVEUPDATE_IOCTL_SET_EVENT": "liveupdate_set_event",
+    "LIVEUPDATE_SESSION_PRESERVE_FD_DEPS": "liveupdate_session_preserve_fd_deps",
 }

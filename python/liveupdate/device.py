@@ -6,9 +6,11 @@ reply; ``Device`` and ``Session`` wrap each command in a method.
 
 from __future__ import annotations
 
+import array
 import fcntl
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,9 +88,21 @@ class Session:
         except OSError as e:
             raise ioctl_error(e.errno, operation, f"{what} in session {self.name!r}") from None
 
-    def preserve(self, file: FileLike, token: int) -> None:
-        """Preserve ``file`` under ``token``; the session keeps its own reference."""
-        self._call("preserve", f"token {token}", abi.SESSION_PRESERVE_FD, abi.PRESERVE_FD, _fileno(file), token)
+    def preserve(self, file: FileLike, token: int, deps: Sequence[int] = ()) -> None:
+        """Preserve ``file`` under ``token``; the session keeps its own reference.
+
+        ``deps`` are tokens of files in this session that the file needs
+        (at most abi.MAX_DEPS): they are serialized before it, and retrieved
+        before it in the next kernel.
+        """
+        what = f"token {token}"
+        if not deps:
+            self._call("preserve", what, abi.SESSION_PRESERVE_FD, abi.PRESERVE_FD, _fileno(file), token)
+            return
+        tokens = array.array("Q", deps)  # the kernel reads it through its address
+        address, count = tokens.buffer_info()
+        self._call("preserve", what, abi.SESSION_PRESERVE_FD_DEPS, abi.PRESERVE_FD_DEPS,
+                   _fileno(file), token, address, count, 0)
 
     def retrieve(self, token: int) -> int:
         """Return a new fd (close-on-exec) for the file preserved under ``token``."""

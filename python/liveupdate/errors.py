@@ -47,9 +47,11 @@ _IOCTL_HINTS = {
         errno.EBADF: "the fd is not open",
         errno.ENOENT: "no handler can preserve this kind of file (memfds can)",
         errno.EBUSY: "the file is preserved in a session already, or the state is FROZEN",
-        errno.EINVAL: "files can be preserved only in sessions created in this kernel",
+        errno.EINVAL: "files can be preserved only in sessions created in this kernel; "
+        "dependencies: at most 16 distinct tokens, not the file's own",
     },
     "retrieve": {
+        errno.ENOPKG: "the module that carries this kind of file is not loaded",
         errno.ENOENT: "no file with this token in the session, or it is finished",
         errno.EINVAL: "files can be retrieved only from retrieved sessions",
         errno.EIO: "the preserved data is damaged; see the kernel log",
@@ -61,6 +63,7 @@ _IOCTL_HINTS = {
     "prepare": {
         errno.EBUSY: "PREPARE needs the NORMAL state; cancel or finish first",
         errno.ENOENT: "a file depends on a token its session lacks",
+        errno.ELOOP: "files of a session depend on each other in a cycle",
     },
     "freeze": {
         errno.EBUSY: "FREEZE needs the PREPARED state; prepare first",

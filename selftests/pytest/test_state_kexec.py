@@ -70,6 +70,27 @@ def test_kernel1_event_errors_name_the_cause() -> None:
 
 
 @pytest.mark.stage(1)
+def test_kernel1_dependencies() -> None:
+    a = filled_memfd("a", MIB, 3)
+    b = filled_memfd("b", MIB, 4)
+    with Device() as dev, dev.create_session("py-deps") as session:
+        with pytest.raises(LiveUpdateError) as exc:
+            session.preserve(b, 2, deps=[2])
+        assert exc.value.errno == errno.EINVAL
+        session.preserve(a, 1, deps=[7])
+        with pytest.raises(LiveUpdateError) as exc:
+            dev.prepare()
+        assert exc.value.errno == errno.ENOENT
+        assert "(session 'py-deps', token 7)" in str(exc.value)
+        session.preserve(b, 7)
+        dev.prepare()
+        assert dev.get_state().bytes_serialized == 2 * MIB
+        dev.cancel()
+    os.close(a)
+    os.close(b)
+
+
+@pytest.mark.stage(1)
 def test_kernel1_prepare_and_freeze_1gib() -> None:
     big = filled_memfd("big", BIG_SIZE, 1)
     unclaimed = filled_memfd("unclaimed", UNCLAIMED_SIZE, 2)

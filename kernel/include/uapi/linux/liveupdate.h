@@ -57,10 +57,12 @@ enum {
  * Creates an outgoing session: files preserved in it are carried across
  * the next kexec as long as some process holds the session fd until then.
  * Closing the last reference to the fd before kexec unpreserves the files
- * and frees the session.
+ * and frees the session; between PREPARE and CANCEL (see
+ * LIVEUPDATE_IOCTL_SET_EVENT) the module keeps the session instead.
  *
  * Errors: EINVAL empty or unterminated @name; EEXIST an outgoing session
- * has this name; EBUSY the kexec reboot has started; ENOMEM.
+ * has this name; EBUSY the state is FROZEN or the kexec reboot has
+ * started; ENOMEM.
  */
 struct liveupdate_ioctl_create_session {
 	__u32 size;
@@ -105,8 +107,8 @@ struct liveupdate_ioctl_retrieve_session {
  *
  * Errors: EINVAL the session is incoming; EEXIST @token is used in this
  * session; EBADF @fd is not open; ENOENT no handler can preserve this kind
- * of file; EBUSY the file is preserved in a session already, or the kexec
- * reboot has started; EOPNOTSUPP the file has a property that cannot be
+ * of file; EBUSY the file is preserved in a session already, the state is
+ * FROZEN, or the kexec reboot has started; EOPNOTSUPP the file has a property that cannot be
  * carried; EFBIG the file is too large; ENOMEM.
  */
 struct liveupdate_session_preserve_fd {
