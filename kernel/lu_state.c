@@ -107,35 +107,54 @@ static int lu_event_failed(struct liveupdate_set_event *arg, const char *name,
 	return err;
 }
 
-static int lu_event_prepare(struct liveupdate_set_event *arg)
+/*
+ * One step of PREPARE or FREEZE: @files_step on every session (after
+ * sorting its files by dependency), then @ss_step on the subsystems. On
+ * failure @files_undo runs on the sessions done and the reply names the
+ * culprit.
+ */
+static int lu_event_step(struct liveupdate_set_event *arg,
+			 int (*files_step)(struct lu_session *, u64 *),
+			 void (*files_undo)(struct lu_session *),
+			 int (*ss_step)(const char **))
 {
 	struct lu_session *session;
-	ktime_t start = ktime_get();
 	const char *name;
 	u64 token = 0;
 	int err;
 
-	if (lu.state != LIVEUPDATE_STATE_NORMAL)
-		return -EBUSY;
 	list_for_each_entry(session, &lu.outgoing, node) {
 		err = lu_file_order(session, &token);
 		if (!err)
-			err = lu_file_prepare_all(session, &token);
+			err = files_step(session, &token);
 		if (err) {
 			lu_event_failed(arg, session->name, token, err);
 			list_for_each_entry_continue_reverse(session, &lu.outgoing,
 							     node)
-				lu_file_cancel_all(session);
+				files_undo(session);
 			return err;
 		}
 	}
-	err = lu_subsystems_prepare(&name);
+	err = ss_step(&name);
 	if (err) {
 		lu_event_failed(arg, name, 0, err);
 		list_for_each_entry_reverse(session, &lu.outgoing, node)
-			lu_file_cancel_all(session);
-		return err;
+			files_undo(session);
 	}
+	return err;
+}
+
+static int lu_event_prepare(struct liveupdate_set_event *arg)
+{
+	ktime_t start = ktime_get();
+	int err;
+
+	if (lu.state != LIVEUPDATE_STATE_NORMAL)
+		return -EBUSY;
+	err = lu_event_step(arg, lu_file_prepare_all, lu_file_cancel_all,
+			    lu_subsystems_prepare);
+	if (err)
+		return err;
 	__module_get(THIS_MODULE);
 	lu_state_set(LIVEUPDATE_STATE_PREPARED, LIVEUPDATE_EVENT_PREPARE);
 	lu_info("prepared %u sessions, %u files, %llu bytes in %lld ms\n",
@@ -146,33 +165,15 @@ static int lu_event_prepare(struct liveupdate_set_event *arg)
 
 static int lu_event_freeze(struct liveupdate_set_event *arg)
 {
-	struct lu_session *session;
 	ktime_t start = ktime_get();
-	const char *name;
-	u64 token = 0;
 	int err;
 
 	if (lu.state != LIVEUPDATE_STATE_PREPARED)
 		return -EBUSY;
-	list_for_each_entry(session, &lu.outgoing, node) {
-		err = lu_file_order(session, &token);
-		if (!err)
-			err = lu_file_freeze_all(session, &token);
-		if (err) {
-			lu_event_failed(arg, session->name, token, err);
-			list_for_each_entry_continue_reverse(session, &lu.outgoing,
-							     node)
-				lu_file_unfreeze_all(session);
-			return err;
-		}
-	}
-	err = lu_subsystems_freeze(&name);
-	if (err) {
-		lu_event_failed(arg, name, 0, err);
-		list_for_each_entry_reverse(session, &lu.outgoing, node)
-			lu_file_unfreeze_all(session);
+	err = lu_event_step(arg, lu_file_freeze_all, lu_file_unfreeze_all,
+			    lu_subsystems_freeze);
+	if (err)
 		return err;
-	}
 	lu_kho_write_table();
 	lu_state_set(LIVEUPDATE_STATE_FROZEN, LIVEUPDATE_EVENT_FREEZE);
 	lu_info("froze %u sessions in %lld us\n", lu.nr_out_sessions,

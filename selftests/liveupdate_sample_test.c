@@ -60,17 +60,6 @@ static struct lu_sample_info sample_info(void)
 	return info;
 }
 
-static int new_memfd(size_t size, uint32_t seed)
-{
-	int fd = memfd_create("lu-sample", MFD_CLOEXEC);
-
-	if (fd >= 0 && lu_pattern_write(fd, seed, 0, size)) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 /* The counter stage 1 leaves, in LU_OUT (the host's disk). */
 static const char *generation_file(void)
 {
@@ -95,8 +84,8 @@ TEST(kernel1_dependency_errors)
 		SKIP(return, "runs in kernel 1");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
-	a = new_memfd(PAGE, 1);
-	b = new_memfd(PAGE, 2);
+	a = lu_pattern_memfd(PAGE, 1);
+	b = lu_pattern_memfd(PAGE, 2);
 	ASSERT_LE(0, a);
 	ASSERT_LE(0, b);
 
@@ -169,7 +158,7 @@ TEST(kernel1_slots_across_kexec)
 		SKIP(return, "runs in kernel 1");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
-	memfd = new_memfd(MIB, SEED);
+	memfd = lu_pattern_memfd(MIB, SEED);
 	ASSERT_LE(0, memfd);
 	s1 = create_slot(memfd, PAGE, 2 * PAGE, "first");
 	s2 = create_slot(memfd, 0, MIB, "whole");
@@ -185,7 +174,7 @@ TEST(kernel1_slots_across_kexec)
 
 	unclaimed = lu_create_session(dev, "sample-unclaimed");
 	ASSERT_LE(0, unclaimed);
-	other = new_memfd(MIB, SEED + 1);
+	other = lu_pattern_memfd(MIB, SEED + 1);
 	ASSERT_LE(0, other);
 	s3 = create_slot(other, 0, MIB, "unclaimed");
 	ASSERT_LE(0, s3);

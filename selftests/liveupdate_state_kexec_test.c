@@ -22,7 +22,6 @@
 #define KEPT_SIZE	(8 * MIB)
 #define LATE_PAGE	(5 * MIB)	/* a hole until after PREPARE */
 #define UNCLAIMED_SIZE	(64 * MIB)
-#define KHO_ROOT	"/sys/kernel/debug/kho/out/sub_fdts/liveupdate-module"
 
 enum { SEED_KEPT = 31, SEED_LATE, SEED_KILLED, SEED_UNCLAIMED, SEED_AUTO, SEED_GONE };
 
@@ -31,17 +30,6 @@ static int stage(void)
 	const char *s = getenv("LU_STAGE");
 
 	return s ? atoi(s) : 0;
-}
-
-static long long kho_published_table(void)
-{
-	uint64_t root[4];
-	int fd = open(KHO_ROOT, O_RDONLY);
-	ssize_t n = fd < 0 ? -1 : read(fd, root, sizeof(root));
-
-	if (fd >= 0)
-		close(fd);
-	return n == sizeof(root) ? (long long)root[2] : -1;
 }
 
 /* Free memory including the per-CPU free lists, in kB. */
@@ -156,7 +144,7 @@ TEST(kernel1_cancel_from_each_state)
 		expect_state(_metadata, dev, LIVEUPDATE_STATE_NORMAL, "normal");
 		ASSERT_EQ(0, lu_get_state(dev, &st));
 		EXPECT_EQ(0U, st.nr_sessions);
-		EXPECT_EQ(0, kho_published_table());
+		EXPECT_EQ(0, lu_kho_published_table());
 	}
 	close(dev);
 }
@@ -184,7 +172,7 @@ TEST(kernel1_prepare_freeze_kexec)
 	/* The workload keeps running: a write into a hole after PREPARE. */
 	ASSERT_EQ(0, lu_pattern_write(fd, SEED_LATE, LATE_PAGE, PAGE));
 	ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_FREEZE, NULL));
-	EXPECT_LT(0, kho_published_table());
+	EXPECT_LT(0, lu_kho_published_table());
 	kill_and_reap(_metadata, killed);
 	ASSERT_EQ(0, lu_get_state(dev, &st));
 	EXPECT_EQ(4U, st.nr_sessions);

@@ -19,30 +19,6 @@
 #define MIB		(1024ULL * 1024)
 #define DATA_SIZE	(4 * MIB)
 #define HELD_SIZE	(64 * MIB)
-#define KHO_ROOT	"/sys/kernel/debug/kho/out/sub_fdts/liveupdate-module"
-
-static int new_memfd(size_t size, uint32_t seed)
-{
-	int fd = memfd_create("lu-state", MFD_CLOEXEC);
-
-	if (fd >= 0 && size && lu_pattern_write(fd, seed, 0, size)) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* The table address in the root that KHO hands to the next kernel. */
-static long long kho_published_table(void)
-{
-	uint64_t root[4];
-	int fd = open(KHO_ROOT, O_RDONLY);
-	ssize_t n = fd < 0 ? -1 : read(fd, root, sizeof(root));
-
-	if (fd >= 0)
-		close(fd);
-	return n == sizeof(root) ? (long long)root[2] : -1;
-}
 
 FIXTURE(st) {
 	int dev;
@@ -57,7 +33,7 @@ FIXTURE_SETUP(st)
 	ASSERT_LE(0, self->dev);
 	self->session = lu_create_session(self->dev, "state");
 	ASSERT_LE(0, self->session);
-	fd = new_memfd(DATA_SIZE, 1);
+	fd = lu_pattern_memfd(DATA_SIZE, 1);
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, lu_preserve(self->session, fd, 1));
 	close(fd);
@@ -143,15 +119,15 @@ TEST_F(st, prepare_freeze_cancel)
 {
 	struct liveupdate_get_state st;
 
-	EXPECT_EQ(0, kho_published_table());
+	EXPECT_EQ(0, lu_kho_published_table());
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_PREPARE, NULL));
 	ASSERT_EQ(0, lu_get_state(self->dev, &st));
 	EXPECT_EQ(DATA_SIZE, st.nr_bytes);
 	/* Nothing is published before FREEZE. */
-	EXPECT_EQ(0, kho_published_table());
+	EXPECT_EQ(0, lu_kho_published_table());
 
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_FREEZE, NULL));
-	EXPECT_LT(0, kho_published_table());
+	EXPECT_LT(0, lu_kho_published_table());
 
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_CANCEL, NULL));
 	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
@@ -159,7 +135,7 @@ TEST_F(st, prepare_freeze_cancel)
 	EXPECT_EQ(0U, st.nr_bytes);
 	EXPECT_EQ(1U, st.nr_sessions);
 	EXPECT_EQ(1U, st.nr_files);
-	EXPECT_EQ(0, kho_published_table());
+	EXPECT_EQ(0, lu_kho_published_table());
 
 	/* The cycle can run again. */
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_PREPARE, NULL));
@@ -169,7 +145,7 @@ TEST_F(st, prepare_freeze_cancel)
 
 TEST_F(st, frozen_refuses_changes)
 {
-	int fd = new_memfd(4096, 2);
+	int fd = lu_pattern_memfd(4096, 2);
 	int other;
 
 	ASSERT_LE(0, fd);
@@ -188,7 +164,7 @@ TEST_F(st, frozen_refuses_changes)
 TEST_F(st, preserve_while_prepared)
 {
 	struct liveupdate_get_state st;
-	int fd = new_memfd(MIB, 3);
+	int fd = lu_pattern_memfd(MIB, 3);
 	int other;
 
 	ASSERT_LE(0, fd);
@@ -218,7 +194,7 @@ TEST_F(st, prepare_failure_rolls_back)
 	other = lu_create_session(self->dev, "fails");
 	ASSERT_LE(0, other);
 	for (i = 10; i < 13; i++) {
-		fd = new_memfd(MIB, i);
+		fd = lu_pattern_memfd(MIB, i);
 		ASSERT_LE(0, fd);
 		ASSERT_EQ(0, lu_preserve(other, fd, i));
 		close(fd);
@@ -231,7 +207,7 @@ TEST_F(st, prepare_failure_rolls_back)
 	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
 	ASSERT_EQ(0, lu_get_state(self->dev, &st));
 	EXPECT_EQ(0U, st.nr_bytes);
-	EXPECT_EQ(0, kho_published_table());
+	EXPECT_EQ(0, lu_kho_published_table());
 	EXPECT_EQ(pins_before, lu_pins_held());
 
 	/* Nothing stays pinned: the same set prepares fine afterwards. */
@@ -254,7 +230,7 @@ TEST_F(st, freeze_failure_stays_prepared)
 	EXPECT_EQ(1U, ev.err_token);
 	EXPECT_STREQ("state", (char *)ev.err_session);
 	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_PREPARED, "prepared");
-	EXPECT_EQ(0, kho_published_table());
+	EXPECT_EQ(0, lu_kho_published_table());
 	ASSERT_EQ(0, lu_set_param("test_fail_freeze", 0));
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_FREEZE, NULL));
 	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_FROZEN, "frozen");
@@ -329,7 +305,7 @@ TEST_F(holder, kill9)
 	ASSERT_LE(0, pid);
 	if (pid == 0) {
 		int session = lu_create_session(self->dev, "held");
-		int fd = new_memfd(HELD_SIZE, 4);
+		int fd = lu_pattern_memfd(HELD_SIZE, 4);
 
 		if (session < 0 || fd < 0 || lu_preserve(session, fd, 1))
 			_exit(1);

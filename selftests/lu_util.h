@@ -120,6 +120,21 @@ static inline const char *lu_sysfs_state(void)
 	return buf;
 }
 
+/*
+ * The table address in the root that KHO hands to the next kernel (its
+ * debugfs copy): 0 while nothing is published, -1 if unreadable.
+ */
+static inline long long lu_kho_published_table(void)
+{
+	uint64_t root[4];	/* struct lu_ser_root */
+	int fd = open("/sys/kernel/debug/kho/out/sub_fdts/liveupdate-module", O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, root, sizeof(root));
+
+	if (fd >= 0)
+		close(fd);
+	return n == sizeof(root) ? (long long)root[2] : -1;
+}
+
 /* Sets one of the module's parameters (test knobs); returns -errno. */
 static inline int lu_set_param(const char *name, unsigned long long value)
 {
@@ -223,6 +238,18 @@ static inline int lu_pattern_write(int fd, uint32_t seed, off_t off,
 		len -= n;
 	}
 	return 0;
+}
+
+/* A new memfd holding @size bytes of pattern @seed, or -1. */
+static inline int lu_pattern_memfd(size_t size, uint32_t seed)
+{
+	int fd = memfd_create("lu-pattern", MFD_CLOEXEC);
+
+	if (fd >= 0 && size && lu_pattern_write(fd, seed, 0, size)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 /* Checks [off, off + len) of @fd; returns -1 if all match, else the offset. */
