@@ -13,7 +13,7 @@ export LIVEUPDATE_CACHE := $(CACHE)
 PYTHON ?= python3
 APT_PACKAGES := qemu-system-x86 kexec-tools busybox-static flex bison bc \
 	libelf-dev libssl-dev xz-utils kmod gcc make python3-venv
-PY_PACKAGES := pytest ruff pyroute2 ruamel.yaml
+PY_PACKAGES := pytest ruff pyroute2 ruamel.yaml setuptools wheel
 VENV := $(CACHE)/venv-$(shell echo $(PY_PACKAGES) | sha256sum | cut -c1-8)
 VPY := $(VENV)/bin/python
 RUN := $(VPY) qemu/run.py

@@ -9,6 +9,11 @@ export PYTHONPATH="$LU_CHECKOUT/python"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 stages=$(grep -c '' /run/out/plan)
 cmd=$(sed -n "${stage}p" /run/out/plan)
+# For a command that kexecs into the next stage itself (liveupdate kexec):
+# it reports its stage passed with
+#   echo "LU-STAGE $LU_STAGE/$LU_STAGES RESULT 0"
+# and boots the next kernel with this command line.
+export LU_STAGES="$stages" LU_NEXT_APPEND="$LU_APPEND lu.stage=$((stage + 1))"
 cd "$LU_CHECKOUT" || exit 1
 
 echo "LU-STAGE $stage/$stages BEGIN $(cut -d' ' -f1 /proc/uptime)"

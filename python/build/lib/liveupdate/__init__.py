@@ -1,0 +1,19 @@
+"""liveupdate: Python binding of the loadable Live Update Orchestrator."""
+
+from .abi import Event, State
+from .device import DEVICE_PATH, Device, DeviceState, EventResult, Session, ioctl_call
+from .errors import LiveUpdateError
+from .holder import hold_fds_until_kexec
+
+__all__ = [
+    "DEVICE_PATH",
+    "Device",
+    "DeviceState",
+    "Event",
+    "EventResult",
+    "LiveUpdateError",
+    "Session",
+    "State",
+    "hold_fds_until_kexec",
+    "ioctl_call",
+]

@@ -1,0 +1,74 @@
+"""A live update in one call: load the next kernel, prepare, freeze, jump.
+
+Each step reports through ``progress``; a failing step undoes what the
+earlier ones did (CANCEL, unload the kernel) and raises.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import abi, system
+from .device import Device
+from .errors import LiveUpdateError
+
+Progress = Callable[[str, dict], None]
+
+
+class KexecError(RuntimeError):
+    """The kexec tool failed; the message holds what it printed."""
+
+
+def _kexec(*args: str) -> None:
+    tool = shutil.which("kexec")
+    if tool is None:
+        raise KexecError("kexec not found: install kexec-tools")
+    done = subprocess.run([tool, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise KexecError(f"kexec {' '.join(args)}: {done.stderr.strip() or f'exit {done.returncode}'}")
+
+
+def check_ready() -> None:
+    """Refuse early, with the reason, when a live update cannot work here."""
+    if not system.kho_enabled():
+        raise LiveUpdateError(errno.EOPNOTSUPP, "kexec", "KHO is off: boot with kho=on")
+    if not system.module_loaded():
+        raise LiveUpdateError(errno.ENODEV, "kexec", "module not loaded: insmod liveupdate.ko")
+
+
+def live_update(dev: Device, kernel: Path, initrd: Path | None, cmdline: str, progress: Progress) -> None:
+    """Load ``kernel`` with ``kexec -s``, PREPARE, FREEZE, then ``kexec -e``."""
+    check_ready()
+    if dev.get_state().state != abi.State.NORMAL:
+        raise LiveUpdateError(errno.EBUSY, "kexec", f"the state is {dev.get_state().state.name}, not NORMAL")
+    args = ["-s", "-l", str(kernel), f"--command-line={cmdline}"]
+    if initrd is not None:
+        args.append(f"--initrd={initrd}")
+    _kexec(*args)
+    progress("loaded", {"kernel": str(kernel)})
+    prepared = False
+    try:
+        start = time.monotonic()
+        dev.prepare()
+        prepared = True
+        state = dev.get_state()
+        progress("prepared", {"seconds": time.monotonic() - start, "bytes": state.bytes_serialized,
+                              "sessions": state.sessions, "files": state.files})
+        start = time.monotonic()
+        dev.freeze()
+        progress("frozen", {"seconds": time.monotonic() - start})
+        progress("kexec", {})
+        _kexec("-e")
+        raise KexecError("kexec -e returned")
+    except BaseException:
+        if prepared:
+            dev.cancel()
+            progress("cancelled", {})
+        _kexec("-u")
+        progress("unloaded", {})
+        raise

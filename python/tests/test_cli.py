@@ -1,0 +1,75 @@
+"""The CLI where no kernel is needed: usage, the console script, a missing module."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from liveupdate import system
+from liveupdate.cli import main
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("argv", [[], ["bogus"], ["status", "--bogus"], ["kexec"], ["watch", "--count", "x"]])
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "on"),
+    [("ro kho=on quiet", True), ("kho=1", True), ("kho=off", False), ("kho=on kho=off", False), ("quiet", False)],
+)
+def test_kho_enabled_reads_the_boot_parameter(cmdline: str, on: bool) -> None:
+    assert system.kho_enabled(cmdline) is on
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package installed as a user would, with its console script."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
+         str(PACKAGE)],
+        check=True,
+    )
+    return target
+
+
+def run_script(installed: Path, *args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(installed)}
+    return subprocess.run([str(installed / "bin" / "liveupdate"), *args], capture_output=True, text=True, env=env)
+
+
+def test_console_script_runs(installed: Path) -> None:
+    done = run_script(installed, "--help")
+    assert done.returncode == 0
+    for command in ("status", "prepare", "freeze", "cancel", "finish", "watch", "kexec"):
+        assert command in done.stdout
+
+
+@pytest.mark.skipif(system.module_loaded(), reason="needs a machine without liveupdate.ko")
+def test_without_the_module(installed: Path) -> None:
+    done = run_script(installed, "status", "--json")
+    assert done.returncode == 0
+    status = json.loads(done.stdout)
+    assert status["module_loaded"] is False
+    assert status["device"] == "absent"
+
+    done = run_script(installed, "prepare", "--json")
+    assert done.returncode == 1
+    error = json.loads(done.stdout)
+    assert error["errno"] == 2
+    assert "insmod liveupdate.ko" in error["error"]
+
+    done = run_script(installed, "prepare")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("liveupdate: open /dev/liveupdate")
