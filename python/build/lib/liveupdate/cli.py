@@ -8,17 +8,22 @@ Every failure is turned into a message (and exit code) in ``main`` only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
+import os
+import shutil
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from . import abi, system
-from .device import Device, DeviceState, EventResult
+from . import abi, protocol, system
+from .client import AgentClient
+from .device import Device, DeviceState
 from .errors import LiveUpdateError
-from .kexec import KexecError, live_update
+from .kexec import GetStatus, KexecError, SendEvent, live_update
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -84,16 +89,32 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _controller(socket_path: str) -> Iterator[tuple[SendEvent, GetStatus]]:
+    """Events and status through /dev/liveupdate, or through the agent when it holds the device."""
+    try:
+        dev = Device()
+    except LiveUpdateError as e:
+        if e.errno != errno.EBUSY or not os.path.exists(socket_path):
+            raise
+        with AgentClient(socket_path) as agent:
+            yield (lambda event: agent.event(event.name.lower())), agent.status
+        return
+    with dev:
+        yield (lambda event: asdict(dev.event(event))), (lambda: _state_dict(dev.get_state()))
+
+
 def _event_command(event: abi.Event) -> Callable[[argparse.Namespace, Output], int]:
     def run(args: argparse.Namespace, out: Output) -> int:
-        with Device() as dev:
-            result: EventResult = dev.event(event)
-            state = dev.get_state().state
-        data = asdict(result) | {"event": event.name.lower(), "state": state.name.lower()}
-        text = f"{event.name.lower()}: state is now {state.name.lower()}"
+        with _controller(args.socket) as (send, status):
+            reply = send(event)
+            state = status()["state"]
+        data = {k: reply.get(k, 0) for k in ("released_sessions", "released_files", "released_bytes")}
+        data |= {"event": event.name.lower(), "state": state}
+        text = f"{event.name.lower()}: state is now {state}"
         if event == abi.Event.FINISH:
-            text += (f"; released {result.released_sessions} sessions and {result.released_files} files "
-                     f"never retrieved ({result.released_bytes} bytes)")
+            text += (f"; released {data['released_sessions']} sessions and {data['released_files']} files "
+                     f"never retrieved ({data['released_bytes']} bytes)")
         out.result(data, text)
         return EXIT_OK
 
@@ -116,15 +137,69 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_kexec(args: argparse.Namespace, out: Output) -> int:
-    with Device() as dev:
-        live_update(dev, args.kernel, args.initrd, args.append, out.progress)
+    with _controller(args.socket) as (send, status):
+        live_update(send, status, args.kernel, args.initrd, args.append, out.progress)
     return EXIT_OK
+
+
+def cmd_agent(args: argparse.Namespace, out: Output) -> int:
+    from .agent import Agent  # the agent's imports are its own
+    from .policy import load_policy
+
+    agent = Agent(load_policy(args.policy), args.socket)
+    taken = agent.take_over()
+    out.result({"socket": args.socket, "taken_over": taken},
+               f"liveupdated: listening on {args.socket}; took over {taken} sessions")
+    agent.serve()
+    return EXIT_OK
+
+
+def cmd_session_list(args: argparse.Namespace, out: Output) -> int:
+    with AgentClient(args.socket) as agent:
+        sessions = agent.sessions()
+    lines = [f"{s['name']}: {'incoming' if s['incoming'] else 'outgoing'}, owner uid {s['owner']}, "
+             f"tokens {', '.join(map(str, s['tokens'])) or '-'}" for s in sessions]
+    out.result({"sessions": sessions}, "\n".join(lines) or "no sessions")
+    return EXIT_OK
+
+
+def cmd_session_preserve(args: argparse.Namespace, out: Output) -> int:
+    # /proc/PID/fd/N names another process's memfd: opening it opens the same file.
+    fd = os.open(args.path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        with AgentClient(args.socket) as agent:
+            agent.preserve(args.session, fd, args.token, args.deps)
+    finally:
+        os.close(fd)
+    out.result({"session": args.session, "token": args.token, "path": str(args.path)},
+               f"preserved {args.path} in session {args.session!r} as token {args.token}")
+    return EXIT_OK
+
+
+def cmd_session_retrieve(args: argparse.Namespace, out: Output) -> int:
+    with AgentClient(args.socket) as agent:
+        fd = agent.retrieve(args.session, args.token)
+    try:
+        if args.output:
+            with open(args.output, "wb") as dest, os.fdopen(os.dup(fd), "rb") as src:
+                src.seek(0)
+                shutil.copyfileobj(src, dest)
+            out.result({"session": args.session, "token": args.token, "output": args.output},
+                       f"wrote token {args.token} of {args.session!r} to {args.output}")
+            return EXIT_OK
+        # Into a process: the command gets the fd as fd 3 (LISTEN_FDS, as systemd passes fds).
+        os.dup2(fd, 3, inheritable=True)
+        env = os.environ | {"LISTEN_FDS": "1", "LIVEUPDATE_SESSION": args.session, "LIVEUPDATE_TOKEN": str(args.token)}
+        return subprocess.run(args.command, pass_fds=(3,), env=env).returncode
+    finally:
+        os.close(fd)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liveupdate", description="Drive live updates through /dev/liveupdate.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    common.add_argument("--socket", default=protocol.DEFAULT_SOCKET, help="the agent's socket")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("status", parents=[common], help="state, sessions, files, bytes, KHO").set_defaults(run=cmd_status)
@@ -147,6 +222,28 @@ def build_parser() -> argparse.ArgumentParser:
     kexec.add_argument("--initrd", type=Path)
     kexec.add_argument("--append", default="", help="the new kernel's command line")
     kexec.set_defaults(run=cmd_kexec)
+
+    agent = sub.add_parser("agent", parents=[common], help="run liveupdated, which holds sessions for services")
+    agent.add_argument("--policy", type=Path, required=True, help="YAML policy file")
+    agent.set_defaults(run=cmd_agent)
+
+    session = sub.add_parser("session", help="sessions held by the agent").add_subparsers(
+        dest="session_command", required=True, metavar="SUBCOMMAND")
+    session.add_parser("list", parents=[common], help="sessions you may see").set_defaults(run=cmd_session_list)
+    preserve = session.add_parser("preserve", parents=[common], help="hand a file (e.g. /proc/PID/fd/N) to the agent")
+    preserve.add_argument("session")
+    preserve.add_argument("token", type=int)
+    preserve.add_argument("path", type=Path)
+    preserve.add_argument("--deps", type=int, nargs="*", default=[], help="tokens this file depends on")
+    preserve.set_defaults(run=cmd_session_preserve)
+    retrieve = session.add_parser("retrieve", parents=[common], help="after the kexec: get a file back")
+    retrieve.add_argument("session")
+    retrieve.add_argument("token", type=int)
+    target = retrieve.add_mutually_exclusive_group(required=True)
+    target.add_argument("--output", type=Path, help="write the file's contents to this path")
+    target.add_argument("--exec", dest="command", nargs=argparse.REMAINDER,
+                        help="run a command that gets the fd as fd 3 (LISTEN_FDS=1)")
+    retrieve.set_defaults(run=cmd_session_retrieve)
     return parser
 
 
@@ -157,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, out)
     except LiveUpdateError as e:
         out.error(str(e), e.errno)
-    except KexecError as e:
+    except (KexecError, ValueError) as e:  # PolicyError is a ValueError
         out.error(str(e), None)
     except OSError as e:
         out.error(f"{e.filename or ''}: {e.strerror}".lstrip(": "), e.errno)

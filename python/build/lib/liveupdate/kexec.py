@@ -14,10 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import abi, system
-from .device import Device
 from .errors import LiveUpdateError
 
 Progress = Callable[[str, dict], None]
+# Sends an event, through /dev/liveupdate or the agent that holds it; returns the reply.
+SendEvent = Callable[[abi.Event], dict]
+# The state machine's status: at least "state", "sessions", "files", "bytes_serialized".
+GetStatus = Callable[[], dict]
 
 
 class KexecError(RuntimeError):
@@ -41,11 +44,14 @@ def check_ready() -> None:
         raise LiveUpdateError(errno.ENODEV, "kexec", "module not loaded: insmod liveupdate.ko")
 
 
-def live_update(dev: Device, kernel: Path, initrd: Path | None, cmdline: str, progress: Progress) -> None:
+def live_update(
+    send: SendEvent, status: GetStatus, kernel: Path, initrd: Path | None, cmdline: str, progress: Progress
+) -> None:
     """Load ``kernel`` with ``kexec -s``, PREPARE, FREEZE, then ``kexec -e``."""
     check_ready()
-    if dev.get_state().state != abi.State.NORMAL:
-        raise LiveUpdateError(errno.EBUSY, "kexec", f"the state is {dev.get_state().state.name}, not NORMAL")
+    state = status()["state"]
+    if state != "normal":
+        raise LiveUpdateError(errno.EBUSY, "kexec", f"the state is {state}, not normal")
     args = ["-s", "-l", str(kernel), f"--command-line={cmdline}"]
     if initrd is not None:
         args.append(f"--initrd={initrd}")
@@ -54,20 +60,20 @@ def live_update(dev: Device, kernel: Path, initrd: Path | None, cmdline: str, pr
     prepared = False
     try:
         start = time.monotonic()
-        dev.prepare()
+        send(abi.Event.PREPARE)
         prepared = True
-        state = dev.get_state()
-        progress("prepared", {"seconds": time.monotonic() - start, "bytes": state.bytes_serialized,
-                              "sessions": state.sessions, "files": state.files})
+        now = status()
+        progress("prepared", {"seconds": time.monotonic() - start, "bytes": now["bytes_serialized"],
+                              "sessions": now["sessions"], "files": now["files"]})
         start = time.monotonic()
-        dev.freeze()
+        send(abi.Event.FREEZE)
         progress("frozen", {"seconds": time.monotonic() - start})
         progress("kexec", {})
         _kexec("-e")
         raise KexecError("kexec -e returned")
     except BaseException:
         if prepared:
-            dev.cancel()
+            send(abi.Event.CANCEL)
             progress("cancelled", {})
         _kexec("-u")
         progress("unloaded", {})

@@ -1,0 +1,63 @@
+"""The agent's policy file: parsing, errors with their line, and decisions."""
+
+from __future__ import annotations
+
+import pytest
+
+from liveupdate.policy import Limits, Peer, PolicyError, parse_policy
+
+GOOD = """\
+sessions:
+  - name: "vm-*"
+    uid: [0, 1000]
+    unit: "qemu@*.service"
+  - name: "db"
+    gid: 107
+  - name: "*"
+    uid: []
+limits:
+  sessions: 2
+  files: 8
+  bytes: 64M
+finish_after: 30
+"""
+
+
+def test_good_policy() -> None:
+    policy = parse_policy(GOOD)
+    assert policy.limits == Limits(sessions=2, files=8, bytes=64 << 20)
+    assert policy.finish_after == 30
+    root, user, other = Peer(1, 0, 0), Peer(2, 1000, 1000), Peer(3, 2000, 2000)
+    assert policy.may_own(root, "vm-1") and policy.may_own(user, "vm-1")
+    assert not policy.may_own(other, "vm-1")
+    assert policy.may_own(Peer(4, 2000, 2000, "qemu@vm7.service"), "vm-7")
+    assert policy.may_own(Peer(5, 3000, 107), "db") and not policy.may_own(root, "db")
+    # The first matching rule decides: "*" allows nobody.
+    assert not policy.may_own(root, "anything")
+
+
+def test_empty_policy_denies_everything() -> None:
+    policy = parse_policy("")
+    assert not policy.may_own(Peer(1, 0, 0), "vm-1")
+    assert policy.limits == Limits()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("sessions:\n  - name: x\n    uid: abc\n", "p.yaml:3: sessions[0].uid: expected an id"),
+        ("sessions:\n  - name: x\n    uid: [1, -2]\n", "p.yaml:3: sessions[0].uid"),
+        ("sessions:\n  - uid: 1\n", "p.yaml:2: sessions[0].name: every rule needs"),
+        ("sessions:\n  - name: x\n    user: 1\n", "p.yaml:3: sessions[0].user: unknown key"),
+        ("sessions: 5\n", "p.yaml:1: sessions: expected a list"),
+        ("limits:\n  files: 1\n  bytes: lots\n", "p.yaml:3: limits.bytes: expected a whole number or a size"),
+        ("finish_after: soon\n", "p.yaml:1: finish_after: expected a whole number"),
+        ("colour: blue\n", "p.yaml:1: policy.colour: unknown key"),
+        ("sessions: [\n", "p.yaml:2: not valid YAML"),
+        ("- a\n- b\n", "p.yaml:1: policy: expected a mapping"),
+    ],
+)
+def test_bad_policies_name_line_and_reason(text: str, error: str) -> None:
+    with pytest.raises(PolicyError) as exc:
+        parse_policy(text, "p.yaml")
+    assert str(exc.value).startswith(error), str(exc.value)
