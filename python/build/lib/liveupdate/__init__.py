@@ -1,12 +1,14 @@
 """liveupdate: Python binding of the loadable Live Update Orchestrator."""
 
 from .abi import Event, State
+from .client import AgentClient, connect
 from .device import DEVICE_PATH, Device, DeviceState, EventResult, Session, ioctl_call
 from .errors import LiveUpdateError
 from .holder import hold_fds_until_kexec
 
 __all__ = [
     "DEVICE_PATH",
+    "AgentClient",
     "Device",
     "DeviceState",
     "Event",
@@ -14,6 +16,7 @@ __all__ = [
     "LiveUpdateError",
     "Session",
     "State",
+    "connect",
     "hold_fds_until_kexec",
     "ioctl_call",
 ]

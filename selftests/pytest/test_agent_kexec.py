@@ -1,0 +1,194 @@
+"""liveupdated across a real kexec: clients hand memfds to the agent, the CLI
+drives the kexec through the agent, and after it each client gets its memfd
+back only if the policy allows.
+
+Kernel 1 starts the agent, preserves memfds as root and as uid 1000, checks
+policy denials, limits and a misbehaving client; the plan then runs
+``liveupdate kexec``, which talks to the agent (it holds the device).
+Kernel 2 starts the agent again; it takes the sessions over, hands them back
+(to the CLI, the library, and a child running as uid 1000), refuses uid 2000,
+and finishes once everything is claimed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import liveupdate
+from liveupdate import LiveUpdateError, protocol
+
+MIB = 1 << 20
+SOCKET = "/run/liveupdate/agent.sock"
+OUT = Path(os.environ.get("LU_OUT", "/tmp"))
+POLICY = """\
+sessions:
+  - name: "vm-*"
+    uid: [0, 1000]
+limits:
+  sessions: 3
+  files: 8
+  bytes: 96M
+finish_after: 120
+"""
+
+
+def data(seed: int, size: int) -> bytes:
+    block = hashlib.sha256(str(seed).encode()).digest() * (MIB // 32)
+    return block * (size // MIB)
+
+
+def memfd_with(payload: bytes) -> int:
+    fd = os.memfd_create("agent-test")
+    os.write(fd, payload)
+    return fd
+
+
+def start_agent(log: str) -> None:
+    policy = Path("/tmp/policy.yaml")
+    policy.write_text(POLICY)
+    with open(OUT / log, "w") as out:
+        subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket", SOCKET],
+                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            liveupdate.connect(SOCKET).close()
+            return
+        except LiveUpdateError:
+            assert time.monotonic() < deadline, (OUT / log).read_text()
+            time.sleep(0.2)
+
+
+def as_user(uid: int, work: Callable[[], None]) -> int:
+    """Run ``work`` in a child with ``uid``; returns its exit status (0: no exception)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            work()
+            os._exit(0)
+        except LiveUpdateError as e:
+            os._exit(100 + e.errno)
+        except BaseException:
+            os._exit(99)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "liveupdate", *args, "--socket", SOCKET], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.stage(1)
+def test_kernel1_clients_preserve_through_the_agent() -> None:
+    start_agent("agent1.log")
+    root_fd = memfd_with(data(1, 16 * MIB))
+    with liveupdate.connect(SOCKET) as agent:
+        agent.preserve("vm-root", root_fd, token=1)
+    os.close(root_fd)
+
+    def user_preserves() -> None:
+        with liveupdate.connect(SOCKET) as agent:
+            agent.preserve("vm-user", memfd_with(data(2, 8 * MIB)), token=1)
+
+    assert as_user(1000, user_preserves) == 0
+
+    def user_wants(session: str) -> Callable[[], None]:
+        return lambda: liveupdate.connect(SOCKET).preserve(session, memfd_with(b"x"), token=5)
+
+    assert as_user(1000, user_wants("other")) == 100 + errno.EPERM  # no rule allows it
+    assert as_user(1000, user_wants("vm-root")) == 100 + errno.EPERM  # root's session
+    assert as_user(2000, user_wants("vm-2000")) == 100 + errno.EPERM  # uid not in the rule
+
+    with liveupdate.connect(SOCKET) as agent:
+        big = memfd_with(data(3, 96 * MIB))
+        with pytest.raises(LiveUpdateError) as exc:
+            agent.preserve("vm-big", big, token=1)  # 16 MiB held + 96 MiB > 96M
+        assert exc.value.errno == errno.EDQUOT and "limit" in str(exc.value)
+        os.close(big)
+        names = {s["name"]: s for s in agent.sessions()}
+        assert names["vm-root"]["tokens"] == [1] and names["vm-user"]["owner"] == 1000
+        assert "vm-big" not in names
+
+
+@pytest.mark.stage(1)
+def test_kernel1_agent_survives_bad_clients() -> None:
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    raw.connect(SOCKET)
+    for message, err in [(b"{nope", errno.EPROTO), (b"x" * (protocol.MAX_MESSAGE + 1), errno.EMSGSIZE),
+                         (b'{"op": "dance"}', errno.EOPNOTSUPP), (b'{"op": "preserve", "session": "vm-root"}',
+                                                                 errno.EINVAL)]:
+        raw.send(message)
+        reply, _ = protocol.receive(raw)
+        assert (reply["ok"], reply["errno"]) == (False, err), reply
+    raw.close()
+
+    # A client that asks and leaves before the reply: its fd is preserved all the same.
+    fd = memfd_with(b"left early")
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    raw.connect(SOCKET)
+    protocol.send(raw, {"op": "preserve", "session": "vm-root", "token": 2}, [fd])
+    raw.close()
+    os.close(fd)
+    deadline = time.monotonic() + 10
+    while True:
+        with liveupdate.connect(SOCKET) as agent:
+            tokens = {s["name"]: s["tokens"] for s in agent.sessions()}
+        if tokens["vm-root"] == [1, 2] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert tokens["vm-root"] == [1, 2]
+
+    done = cli("session", "list", "--json")
+    assert done.returncode == 0
+    assert {s["name"] for s in json.loads(done.stdout)["sessions"]} == {"vm-root", "vm-user"}
+    status = json.loads(cli("status", "--json").stdout)
+    assert (status["state"], status["device"]) == ("normal", "busy")
+
+
+@pytest.mark.stage(2)
+def test_kernel2_clients_get_their_files_back() -> None:
+    steps = [json.loads(line)["step"] for line in (OUT / "agent_kexec.json").read_text().splitlines()]
+    assert steps == ["loaded", "prepared", "frozen", "kexec"]
+    start_agent("agent2.log")
+    assert "took over 2 sessions" in (OUT / "agent2.log").read_text()
+
+    out = Path("/tmp/left-early")
+    done = cli("session", "retrieve", "vm-root", "2", "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == b"left early"
+
+    with liveupdate.connect(SOCKET) as agent:
+        fd = agent.retrieve("vm-root", 1)
+        assert os.pread(fd, 16 * MIB, 0) == data(1, 16 * MIB)
+        os.close(fd)
+        with pytest.raises(LiveUpdateError) as exc:
+            agent.retrieve("vm-nothing", 1)
+        assert exc.value.errno == errno.ENOENT
+
+    def user_retrieves() -> None:
+        with liveupdate.connect(SOCKET) as agent:
+            fd = agent.retrieve("vm-user", 1)
+            assert os.pread(fd, 8 * MIB, 0) == data(2, 8 * MIB)
+
+    assert as_user(2000, user_retrieves) == 100 + errno.EPERM
+    assert as_user(1000, user_retrieves) == 0
+
+    # Everything is claimed: the agent finishes the update by itself.
+    deadline = time.monotonic() + 20
+    while Path("/sys/class/misc/liveupdate/state").read_text().strip() != "normal":
+        assert time.monotonic() < deadline, (OUT / "agent2.log").read_text()
+        time.sleep(0.2)
+    assert "finish (all claimed)" in (OUT / "agent2.log").read_text()
