@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from liveupdate.policy import Limits, Peer, PolicyError, parse_policy
+from liveupdate.policy import Limits, Peer, PolicyError, load_policy, parse_policy
 
 GOOD = """\
 sessions:
@@ -61,3 +63,10 @@ def test_bad_policies_name_line_and_reason(text: str, error: str) -> None:
     with pytest.raises(PolicyError) as exc:
         parse_policy(text, "p.yaml")
     assert str(exc.value).startswith(error), str(exc.value)
+
+
+def test_shipped_example_policy_parses() -> None:
+    example = Path(__file__).resolve().parents[2] / "systemd/policy.yaml"
+    policy = load_policy(example)
+    assert policy.may_own(Peer(1, 0, 0), "vm-1")
+    assert policy.may_own(Peer(2, 107, 107, "qemu@vm1.service"), "vm-1")

@@ -29,7 +29,7 @@ import liveupdate
 from liveupdate import LiveUpdateError, protocol
 
 MIB = 1 << 20
-SOCKET = "/run/liveupdate/agent.sock"
+SOCKET = protocol.DEFAULT_SOCKET
 OUT = Path(os.environ.get("LU_OUT", "/tmp"))
 POLICY = """\
 sessions:
@@ -87,8 +87,8 @@ def as_user(uid: int, work: Callable[[], None]) -> int:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "liveupdate", *args, "--socket", SOCKET], capture_output=True,
-                          text=True, timeout=120)
+    """The CLI, with the agent at its default socket (SOCKET)."""
+    return subprocess.run([sys.executable, "-m", "liveupdate", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.stage(1)
@@ -151,9 +151,19 @@ def test_kernel1_agent_survives_bad_clients() -> None:
         time.sleep(0.2)
     assert tokens["vm-root"] == [1, 2]
 
+    # The CLI preserves another process's memfd by its /proc path.
+    fd = memfd_with(b"preserved by the CLI")
+    done = cli("session", "preserve", "vm-root", "3", f"/proc/{os.getpid()}/fd/{fd}", "--deps", "1", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["token"] == 3
+    os.close(fd)
+    done = cli("session", "preserve", "vm-root", "3", "/nonexistent")
+    assert done.returncode == 1 and "No such file" in done.stderr
+
     done = cli("session", "list", "--json")
     assert done.returncode == 0
-    assert {s["name"] for s in json.loads(done.stdout)["sessions"]} == {"vm-root", "vm-user"}
+    sessions = {s["name"]: s for s in json.loads(done.stdout)["sessions"]}
+    assert set(sessions) == {"vm-root", "vm-user"} and sessions["vm-root"]["tokens"] == [1, 2, 3]
     status = json.loads(cli("status", "--json").stdout)
     assert (status["state"], status["device"]) == ("normal", "busy")
 
@@ -164,6 +174,11 @@ def test_kernel2_clients_get_their_files_back() -> None:
     assert steps == ["loaded", "prepared", "frozen", "kexec"]
     start_agent("agent2.log")
     assert "took over 2 sessions" in (OUT / "agent2.log").read_text()
+
+    # Into a process: the command gets the memfd as fd 3.
+    done = cli("session", "retrieve", "vm-root", "3", "--exec", sys.executable, "-c",
+               "import os; print(os.pread(3, 20, 0).decode(), os.environ['LISTEN_FDS'])")
+    assert (done.returncode, done.stdout.strip()) == (0, "preserved by the CLI 1"), done.stderr
 
     out = Path("/tmp/left-early")
     done = cli("session", "retrieve", "vm-root", "2", "--output", str(out))
