@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,9 +36,12 @@ def test_kho_enabled_reads_the_boot_parameter(cmdline: str, on: bool) -> None:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package installed as a user would, with its console script."""
     target = tmp_path_factory.mktemp("site")
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = tmp_path_factory.mktemp("src") / "python"
+    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("tests", "__pycache__", "build", "*.egg-info"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(PACKAGE)],
+         str(source)],
         check=True,
     )
     return target
@@ -73,3 +77,11 @@ def test_without_the_module(installed: Path) -> None:
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.startswith("liveupdate: open /dev/liveupdate")
+
+
+def test_agent_refuses_a_bad_policy_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("sessions:\n  - name: vm\n    uid: root\n")
+    assert main(["agent", "--policy", str(policy), "--socket", str(tmp_path / "sock")]) == 1
+    assert f"{policy}:3: sessions[0].uid: expected an id" in capsys.readouterr().err
+    assert not (tmp_path / "sock").exists()

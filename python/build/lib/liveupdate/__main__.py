@@ -1,5 +1,0 @@
-"""python -m liveupdate: see liveupdate.cli."""
-
-from .cli import main
-
-raise SystemExit(main())
