@@ -16,6 +16,7 @@
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
+#include "lu_expect.h"
 
 #define MIB		(1024ULL * 1024)
 #define PAGE		4096ULL
@@ -72,16 +73,6 @@ static int session_with_memfd(int dev, const char *name, size_t size,
 	else if (fd >= 0)
 		close(fd);
 	return session;
-}
-
-static void expect_state(struct __test_metadata *_metadata, int dev,
-			 uint32_t state, const char *name)
-{
-	struct liveupdate_get_state st;
-
-	ASSERT_EQ(0, lu_get_state(dev, &st));
-	EXPECT_EQ(state, st.state);
-	EXPECT_STREQ(name, lu_sysfs_state());
 }
 
 static int create_held(int dev, const char *name)
@@ -141,7 +132,7 @@ TEST(kernel1_cancel_from_each_state)
 		ASSERT_EQ(0, close(session));
 		if (i)
 			ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_CANCEL, NULL));
-		expect_state(_metadata, dev, LIVEUPDATE_STATE_NORMAL, "normal");
+		lu_expect_state(_metadata, dev, LIVEUPDATE_STATE_NORMAL, "normal");
 		ASSERT_EQ(0, lu_get_state(dev, &st));
 		EXPECT_EQ(0U, st.nr_sessions);
 		EXPECT_EQ(0, lu_kho_published_table());
@@ -177,7 +168,7 @@ TEST(kernel1_prepare_freeze_kexec)
 	ASSERT_EQ(0, lu_get_state(dev, &st));
 	EXPECT_EQ(4U, st.nr_sessions);
 	EXPECT_EQ(LATE_PAGE - MIB + PAGE + UNCLAIMED_SIZE + 2 * MIB, st.nr_bytes);
-	expect_state(_metadata, dev, LIVEUPDATE_STATE_FROZEN, "frozen");
+	lu_expect_state(_metadata, dev, LIVEUPDATE_STATE_FROZEN, "frozen");
 	ASSERT_EQ(0, lu_hold_fds_until_kexec());
 }
 
@@ -193,7 +184,7 @@ TEST(kernel2_updated_until_finish)
 		SKIP(return, "runs in kernel 2");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
-	expect_state(_metadata, dev, LIVEUPDATE_STATE_UPDATED, "updated");
+	lu_expect_state(_metadata, dev, LIVEUPDATE_STATE_UPDATED, "updated");
 	ASSERT_EQ(0, lu_get_state(dev, &st));
 	EXPECT_EQ((uint32_t)LIVEUPDATE_STATE_KHO_BOOT, st.flags);
 	EXPECT_EQ(4U, st.nr_incoming_sessions);
@@ -237,7 +228,7 @@ TEST(kernel2_updated_until_finish)
 	EXPECT_EQ(1U, ev.nr_files);
 	EXPECT_EQ(UNCLAIMED_SIZE, ev.nr_bytes);
 	EXPECT_LE((long)(UNCLAIMED_SIZE / 1024) * 15 / 16, free_kb() - before);
-	expect_state(_metadata, dev, LIVEUPDATE_STATE_NORMAL, "normal");
+	lu_expect_state(_metadata, dev, LIVEUPDATE_STATE_NORMAL, "normal");
 	ASSERT_EQ(0, lu_get_state(dev, &st));
 	EXPECT_EQ(0U, st.nr_incoming_sessions);
 	EXPECT_EQ(0U, st.nr_incoming_files);
@@ -276,7 +267,7 @@ TEST(kernel3_notifier_carried)
 		SKIP(return, "runs in kernel 3");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
-	expect_state(_metadata, dev, LIVEUPDATE_STATE_UPDATED, "updated");
+	lu_expect_state(_metadata, dev, LIVEUPDATE_STATE_UPDATED, "updated");
 	session = lu_retrieve_session(dev, "auto");
 	ASSERT_LE(0, session);
 	fd = lu_retrieve(session, 1);
@@ -285,7 +276,7 @@ TEST(kernel3_notifier_carried)
 	EXPECT_EQ(-ENOENT, lu_retrieve_session(dev, "auto-dropped"));
 	/* The last session finished ends UPDATED without a FINISH event. */
 	ASSERT_EQ(0, lu_finish(session));
-	expect_state(_metadata, dev, LIVEUPDATE_STATE_NORMAL, "normal");
+	lu_expect_state(_metadata, dev, LIVEUPDATE_STATE_NORMAL, "normal");
 	close(fd);
 	close(session);
 	close(dev);

@@ -15,6 +15,7 @@
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
+#include "lu_expect.h"
 
 #define MIB		(1024ULL * 1024)
 #define DATA_SIZE	(4 * MIB)
@@ -51,16 +52,6 @@ FIXTURE_TEARDOWN(st)
 	if (self->session >= 0)
 		close(self->session);
 	close(self->dev);
-}
-
-static void expect_state(struct __test_metadata *_metadata, int dev,
-			 uint32_t state, const char *name)
-{
-	struct liveupdate_get_state st;
-
-	ASSERT_EQ(0, lu_get_state(dev, &st));
-	EXPECT_EQ(state, st.state);
-	EXPECT_STREQ(name, lu_sysfs_state());
 }
 
 TEST_F(st, get_state)
@@ -101,18 +92,18 @@ TEST_F(st, wrong_state_events)
 	ev.size = offsetof(struct liveupdate_set_event, err_session);
 	ev.event = LIVEUPDATE_EVENT_PREPARE;
 	EXPECT_EQ(-EINVAL, lu_ioctl(self->dev, LIVEUPDATE_IOCTL_SET_EVENT, &ev));
-	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
 
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_PREPARE, NULL));
 	EXPECT_EQ(-EBUSY, lu_event(self->dev, LIVEUPDATE_EVENT_PREPARE, NULL));
 	EXPECT_EQ(-EBUSY, lu_event(self->dev, LIVEUPDATE_EVENT_FINISH, NULL));
-	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_PREPARED, "prepared");
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_PREPARED, "prepared");
 
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_FREEZE, NULL));
 	EXPECT_EQ(-EBUSY, lu_event(self->dev, LIVEUPDATE_EVENT_PREPARE, NULL));
 	EXPECT_EQ(-EBUSY, lu_event(self->dev, LIVEUPDATE_EVENT_FREEZE, NULL));
 	EXPECT_EQ(-EBUSY, lu_event(self->dev, LIVEUPDATE_EVENT_FINISH, NULL));
-	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_FROZEN, "frozen");
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_FROZEN, "frozen");
 }
 
 TEST_F(st, prepare_freeze_cancel)
@@ -130,7 +121,7 @@ TEST_F(st, prepare_freeze_cancel)
 	EXPECT_LT(0, lu_kho_published_table());
 
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_CANCEL, NULL));
-	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
 	ASSERT_EQ(0, lu_get_state(self->dev, &st));
 	EXPECT_EQ(0U, st.nr_bytes);
 	EXPECT_EQ(1U, st.nr_sessions);
@@ -140,7 +131,7 @@ TEST_F(st, prepare_freeze_cancel)
 	/* The cycle can run again. */
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_PREPARE, NULL));
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_CANCEL, NULL));
-	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
 }
 
 TEST_F(st, frozen_refuses_changes)
@@ -204,7 +195,7 @@ TEST_F(st, prepare_failure_rolls_back)
 	/* The reply names the file that failed. */
 	EXPECT_EQ(12U, ev.err_token);
 	EXPECT_STREQ("fails", (char *)ev.err_session);
-	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
 	ASSERT_EQ(0, lu_get_state(self->dev, &st));
 	EXPECT_EQ(0U, st.nr_bytes);
 	EXPECT_EQ(0, lu_kho_published_table());
@@ -229,11 +220,11 @@ TEST_F(st, freeze_failure_stays_prepared)
 	EXPECT_EQ(-EIO, lu_event(self->dev, LIVEUPDATE_EVENT_FREEZE, &ev));
 	EXPECT_EQ(1U, ev.err_token);
 	EXPECT_STREQ("state", (char *)ev.err_session);
-	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_PREPARED, "prepared");
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_PREPARED, "prepared");
 	EXPECT_EQ(0, lu_kho_published_table());
 	ASSERT_EQ(0, lu_set_param("test_fail_freeze", 0));
 	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_FREEZE, NULL));
-	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_FROZEN, "frozen");
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_FROZEN, "frozen");
 }
 
 TEST_F(st, module_pinned_between_prepare_and_cancel)
@@ -385,7 +376,7 @@ TEST_F(st, racing_events)
 			EXPECT_TRUE(!r[0].err || !r[1].err);
 		}
 	}
-	expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
 }
 
 /* Reads uevents until one carries @want or 2 s pass; returns 1 if found. */

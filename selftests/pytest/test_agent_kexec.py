@@ -7,7 +7,8 @@ policy denials, limits and a misbehaving client; the plan then runs
 ``liveupdate kexec``, which talks to the agent (it holds the device).
 Kernel 2 starts the agent again; it takes the sessions over, hands them back
 (to the CLI, the library, and a child running as uid 1000), refuses uid 2000,
-and finishes once everything is claimed.
+and finishes once everything is claimed; then a client leaves a session that
+nobody claims in kernel 3, where the agent finishes at its deadline.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ limits:
   sessions: 3
   files: 8
   bytes: 96M
-finish_after: 120
+finish_after: {finish_after}
 """
 
 
@@ -54,9 +55,9 @@ def memfd_with(payload: bytes) -> int:
     return fd
 
 
-def start_agent(log: str) -> None:
+def start_agent(log: str, finish_after: int = 120) -> None:
     policy = Path("/tmp/policy.yaml")
-    policy.write_text(POLICY)
+    policy.write_text(POLICY.format(finish_after=finish_after))
     with open(OUT / log, "w") as out:
         subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket", SOCKET],
                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -207,3 +208,18 @@ def test_kernel2_clients_get_their_files_back() -> None:
         assert time.monotonic() < deadline, (OUT / "agent2.log").read_text()
         time.sleep(0.2)
     assert "finish (all claimed)" in (OUT / "agent2.log").read_text()
+
+    # For kernel 3: a session nobody will claim, carried by a plain kexec.
+    with liveupdate.connect(SOCKET) as agent:
+        agent.preserve("vm-late", memfd_with(data(4, 4 * MIB)), token=1)
+
+
+@pytest.mark.stage(3)
+def test_kernel3_unclaimed_session_finished_at_the_deadline() -> None:
+    start_agent("agent3.log", finish_after=3)
+    assert "took over 1 sessions" in (OUT / "agent3.log").read_text()
+    deadline = time.monotonic() + 30
+    while Path("/sys/class/misc/liveupdate/state").read_text().strip() != "normal":
+        assert time.monotonic() < deadline, (OUT / "agent3.log").read_text()
+        time.sleep(0.2)
+    assert f"finish (deadline): released 1 files, {4 * MIB} bytes" in (OUT / "agent3.log").read_text()
