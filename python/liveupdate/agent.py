@@ -66,6 +66,7 @@ class Agent:
         self.outgoing: dict[str, Held] = {}
         self.incoming: dict[str, Held] = {}
         self.registry: int | None = None  # memfd of the outgoing registry
+        self.registry_session: Session | None = None
         self.finish_at: float | None = None
         self.sel = selectors.DefaultSelector()
         self.listener = self._listen()
@@ -116,10 +117,14 @@ class Agent:
             result = self.dev.finish()
             print(f"liveupdated: finish ({'all claimed' if everything else 'deadline'}): released "
                   f"{result.released_files} files, {result.released_bytes} bytes", flush=True)
-            for held in self.incoming.values():
-                held.session.close()
-            self.incoming.clear()
-            self.finish_at = None
+            self._forget_incoming()
+
+    def _forget_incoming(self) -> None:
+        """After FINISH: the incoming sessions are empty; close them."""
+        for held in self.incoming.values():
+            held.session.close()
+        self.incoming.clear()
+        self.finish_at = None
 
     # -- the old kernel: hold sessions for clients ------------------------------
 
@@ -135,7 +140,7 @@ class Agent:
             session = self.dev.create_session(REGISTRY_SESSION)
             session.preserve(fd, REGISTRY_TOKEN)
             self.registry = fd
-            self._registry_session = session
+            self.registry_session = session
         else:
             os.pwrite(self.registry, raw, 0)
 
@@ -207,8 +212,7 @@ class Agent:
             return protocol.error_reply(f"unknown event {msg.get('event')!r}", errno.EOPNOTSUPP)
         result = self.dev.event(event)
         if event == abi.Event.FINISH:
-            self.incoming.clear()
-            self.finish_at = None
+            self._forget_incoming()
         return {"ok": True, "state": self.dev.get_state().state.name.lower(),
                 "released_sessions": result.released_sessions, "released_files": result.released_files,
                 "released_bytes": result.released_bytes}
