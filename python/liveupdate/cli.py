@@ -184,7 +184,7 @@ def cmd_session_retrieve(args: argparse.Namespace, out: Output) -> int:
             with open(args.output, "wb") as dest, os.fdopen(os.dup(fd), "rb") as src:
                 src.seek(0)
                 shutil.copyfileobj(src, dest)
-            out.result({"session": args.session, "token": args.token, "output": args.output},
+            out.result({"session": args.session, "token": args.token, "output": str(args.output)},
                        f"wrote token {args.token} of {args.session!r} to {args.output}")
             return EXIT_OK
         # Into a process: the command gets the fd as fd 3 (LISTEN_FDS, as systemd passes fds).

@@ -55,12 +55,12 @@ def memfd_with(payload: bytes) -> int:
     return fd
 
 
-def start_agent(log: str, finish_after: int = 120) -> None:
+def start_agent(log: str, finish_after: int = 120, *options: str) -> None:
     policy = Path("/tmp/policy.yaml")
     policy.write_text(POLICY.format(finish_after=finish_after))
     with open(OUT / log, "w") as out:
-        subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket", SOCKET],
-                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket", SOCKET,
+                          *options], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -182,9 +182,12 @@ def test_kernel2_clients_get_their_files_back() -> None:
     assert (done.returncode, done.stdout.strip()) == (0, "preserved by the CLI 1"), done.stderr
 
     out = Path("/tmp/left-early")
-    done = cli("session", "retrieve", "vm-root", "2", "--output", str(out))
+    done = cli("session", "retrieve", "vm-root", "2", "--output", str(out), "--json")
     assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"session": "vm-root", "token": 2, "output": str(out)}
     assert out.read_bytes() == b"left early"
+    done = cli("session", "retrieve", "vm-root", "9", "--output", str(out), "--json")
+    assert done.returncode == 1 and json.loads(done.stdout)["errno"] == errno.ENOENT
 
     with liveupdate.connect(SOCKET) as agent:
         fd = agent.retrieve("vm-root", 1)
@@ -216,8 +219,9 @@ def test_kernel2_clients_get_their_files_back() -> None:
 
 @pytest.mark.stage(3)
 def test_kernel3_unclaimed_session_finished_at_the_deadline() -> None:
-    start_agent("agent3.log", finish_after=3)
-    assert "took over 1 sessions" in (OUT / "agent3.log").read_text()
+    start_agent("agent3.log", 3, "--json")
+    first = (OUT / "agent3.log").read_text().splitlines()[0]
+    assert json.loads(first) == {"socket": SOCKET, "taken_over": 1}
     deadline = time.monotonic() + 30
     while Path("/sys/class/misc/liveupdate/state").read_text().strip() != "normal":
         assert time.monotonic() < deadline, (OUT / "agent3.log").read_text()
