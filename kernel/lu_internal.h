@@ -155,6 +155,8 @@ int lu_session_add_incoming(const char *name, struct lu_session **sessionp);
 void lu_session_discard_incoming(void);
 void lu_session_free(struct lu_session *session);
 u64 lu_session_finish(struct lu_session *session, unsigned int *nr_files);
+u64 lu_session_drop_incoming(struct lu_session *session,
+			     unsigned int *nr_files);
 
 /* lu_file.c */
 int lu_file_preserve(struct lu_session *session, int fd, u64 token,

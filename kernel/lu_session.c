@@ -74,6 +74,23 @@ u64 lu_session_finish(struct lu_session *session, unsigned int *nr_files)
 	return bytes;
 }
 
+/**
+ * lu_session_drop_incoming - finish an incoming session and free it
+ * @session:  the session, whose fd (if any) is gone or going
+ * @nr_files: incremented for each file that was never retrieved
+ *
+ * Return: the bytes of memory the files never retrieved returned.
+ */
+u64 lu_session_drop_incoming(struct lu_session *session,
+			     unsigned int *nr_files)
+{
+	u64 bytes = lu_session_finish(session, nr_files);
+
+	list_del(&session->node);
+	kfree(session);
+	return bytes;
+}
+
 static int lu_session_release(struct inode *inode, struct file *file)
 {
 	struct lu_session *session = file->private_data;
@@ -81,9 +98,7 @@ static int lu_session_release(struct inode *inode, struct file *file)
 
 	guard(mutex)(&lu.lock);
 	if (session->incoming) {
-		lu_session_finish(session, &nr_files);
-		list_del(&session->node);
-		kfree(session);
+		lu_session_drop_incoming(session, &nr_files);
 		lu_state_session_finished();
 		return 0;
 	}
@@ -321,8 +336,6 @@ void lu_session_discard_incoming(void)
 	list_for_each_entry_safe(session, next, &lu.incoming, node) {
 		if (WARN_ON_ONCE(session->retrieved))
 			continue;
-		lu_session_finish(session, &nr_files);
-		list_del(&session->node);
-		kfree(session);
+		lu_session_drop_incoming(session, &nr_files);
 	}
 }

@@ -207,10 +207,13 @@ static int lu_event_finish(struct liveupdate_set_event *arg)
 	if (lu.state != LIVEUPDATE_STATE_UPDATED)
 		return -EBUSY;
 	list_for_each_entry_safe(session, next, &lu.incoming, node) {
-		arg->nr_bytes += lu_session_finish(session, &arg->nr_files);
-		if (!session->retrieved) {
-			list_del(&session->node);
-			kfree(session);
+		/* Retrieved sessions stay until their fd is closed. */
+		if (session->retrieved) {
+			arg->nr_bytes += lu_session_finish(session,
+							   &arg->nr_files);
+		} else {
+			arg->nr_bytes += lu_session_drop_incoming(session,
+								  &arg->nr_files);
 			arg->nr_sessions++;
 		}
 	}
