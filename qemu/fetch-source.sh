@@ -24,7 +24,7 @@ if [ -z "$archive" ]; then
 fi
 
 apt_dir=$cache/apt
-mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$cache/src"
 echo "deb $archive $suite main" > "$apt_dir/sources.list"
 apt_opts=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o Dir::Etc::sourceparts=-
 	  -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
