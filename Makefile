@@ -3,6 +3,7 @@
 #   make demo    boot the test guest, preserve a memfd, kexec, show it survived
 #   make check   every test: unit tests on the host, then the guest plans
 #   make module  build kernel/liveupdate.ko (KDIR=<your KHO kernel build>)
+#   make bench   the same live updates on our module and on mainline's LUO
 #
 # Installs what is missing (Debian/Ubuntu packages, as root), fetches
 # Debian's linux-source-7.2 and builds the guest kernel once into
@@ -22,9 +23,20 @@ RUN := $(VPY) qemu/run.py
 KDIR_FILE := build/kdir
 GUEST_KSRC = $$(readlink -f $$(cat $(KDIR_FILE))/source)
 
-PLANS := $(sort $(wildcard selftests/plans/*.plan))
+# The benchmark's second kernel: the same source and fragment with
+# mainline's LUO on (qemu/mainline-luo.config), cached the same way.
+MAINLINE_FRAGMENT := build/kernel-mainline.config
+MAINLINE_KDIR_FILE := build/kdir-mainline
 
-.PHONY: all deps venv kernel module selftests unit guest check demo clean
+PLANS := $(sort $(wildcard selftests/plans/*.plan))
+# make bench BENCH_ARGS="--sizes 64M,1G --files 1 --repeats 5"
+BENCH_ARGS ?=
+BENCH = $(VPY) bench/run.py --python $(VPY) --module kernel/liveupdate.ko \
+	--ours $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \
+	--mainline $$(cat $(MAINLINE_KDIR_FILE))/arch/x86/boot/bzImage
+
+.PHONY: all deps venv kernel kernel-mainline module selftests unit guest \
+	bench bench-smoke check demo clean
 
 all: module selftests
 
@@ -49,6 +61,16 @@ $(KDIR_FILE): qemu/kernel.config qemu/build-kernel.sh qemu/fetch-source.sh | dep
 
 kernel: $(KDIR_FILE)
 
+$(MAINLINE_FRAGMENT): qemu/kernel.config qemu/mainline-luo.config
+	@mkdir -p build
+	{ grep -vx '# CONFIG_LIVEUPDATE is not set' qemu/kernel.config; \
+	  cat qemu/mainline-luo.config; } > $@
+
+$(MAINLINE_KDIR_FILE): $(MAINLINE_FRAGMENT) qemu/build-kernel.sh qemu/fetch-source.sh | deps
+	KERNEL_FRAGMENT=$(abspath $(MAINLINE_FRAGMENT)) qemu/build-kernel.sh > $@.tmp && mv $@.tmp $@
+
+kernel-mainline: $(MAINLINE_KDIR_FILE)
+
 ifeq ($(origin KDIR),command line)
 module:
 	$(MAKE) -C kernel KDIR=$(KDIR)
@@ -59,9 +81,10 @@ endif
 
 selftests: kernel
 	$(MAKE) -C selftests KSRC=$(GUEST_KSRC)
+	$(MAKE) -C bench
 
 unit: venv kernel
-	$(VPY) -m ruff check python qemu selftests
+	$(VPY) -m ruff check python qemu selftests bench
 	LU_KSRC=$(GUEST_KSRC) PYTHONPATH=python $(VPY) -m pytest -q python/tests
 
 guest: module selftests venv
@@ -73,7 +96,17 @@ guest: module selftests venv
 	echo "guest: $$(( $(words $(PLANS)) - failed )) passed, $$failed failed"; \
 	[ $$failed = 0 ]
 
-check: unit guest
+# Every run boots one kernel per variant, size and repeat (about 25 min).
+bench: module selftests venv kernel-mainline
+	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q matplotlib || \
+		echo "[bench] matplotlib could not be installed: no plot"
+	$(BENCH) --results bench/results $(BENCH_ARGS)
+
+# The smallest point once per kernel, checked for sanity, results kept out of the tree.
+bench-smoke: module selftests venv kernel-mainline
+	$(BENCH) --sizes 64M --files 1 --repeats 1 --check --results build/bench-smoke
+
+check: unit guest bench-smoke
 
 demo: module venv
 	$(RUN) --kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \
@@ -82,5 +115,6 @@ demo: module venv
 
 clean:
 	$(MAKE) -C selftests clean
+	$(MAKE) -C bench clean
 	-$(MAKE) -C kernel KDIR=$$(cat $(KDIR_FILE)) clean
 	rm -rf build

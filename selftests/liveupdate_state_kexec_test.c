@@ -33,22 +33,6 @@ static int stage(void)
 	return s ? atoi(s) : 0;
 }
 
-/* Free memory including the per-CPU free lists, in kB. */
-static long free_kb(void)
-{
-	char line[256];
-	long pcp_pages = 0, n;
-	FILE *f = fopen("/proc/zoneinfo", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, " count: %ld", &n) == 1)
-			pcp_pages += n;
-	fclose(f);
-	return lu_meminfo_kb("MemFree:") + pcp_pages * 4;
-}
-
 /*
  * Creates session @name holding, under @token, a memfd of @size bytes
  * whose first @data bytes hold pattern @seed. Returns the session fd and
@@ -221,13 +205,13 @@ TEST(kernel2_updated_until_finish)
 	EXPECT_EQ(3U, st.nr_incoming_sessions);
 	EXPECT_EQ(-ENOENT, lu_retrieve_session(dev, "killed-updated"));
 
-	before = free_kb();
+	before = lu_free_kb();
 	ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_FINISH, &ev));
 	/* "unclaimed" was never retrieved; the retrieved sessions had nothing left. */
 	EXPECT_EQ(1U, ev.nr_sessions);
 	EXPECT_EQ(1U, ev.nr_files);
 	EXPECT_EQ(UNCLAIMED_SIZE, ev.nr_bytes);
-	EXPECT_LE((long)(UNCLAIMED_SIZE / 1024) * 15 / 16, free_kb() - before);
+	EXPECT_LE((long)(UNCLAIMED_SIZE / 1024) * 15 / 16, lu_free_kb() - before);
 	lu_expect_state(_metadata, dev, LIVEUPDATE_STATE_NORMAL, "normal");
 	ASSERT_EQ(0, lu_get_state(dev, &st));
 	EXPECT_EQ(0U, st.nr_incoming_sessions);

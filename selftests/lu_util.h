@@ -168,6 +168,22 @@ static inline long lu_meminfo_kb(const char *key)
 	return kb;
 }
 
+/* Free memory including the per-CPU free lists, in kB. */
+static inline long lu_free_kb(void)
+{
+	char line[256];
+	long pcp_pages = 0, n;
+	FILE *f = fopen("/proc/zoneinfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, " count: %ld", &n) == 1)
+			pcp_pages += n;
+	fclose(f);
+	return lu_meminfo_kb("MemFree:") + pcp_pages * 4;
+}
+
 /* A counter of /proc/vmstat, e.g. "nr_foll_pin_acquired". */
 static inline long long lu_vmstat(const char *key)
 {
