@@ -241,8 +241,10 @@ def plot(points: list[dict], names: list[str], path: Path) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in names:
-        for files in sorted({p["files"] for p in points}):
+    markers = "os^Dv"
+    for colour, name in enumerate(names):
+        for i, files in enumerate(sorted({p["files"] for p in points})):
+            marker = markers[i % len(markers)]
             mine = [p for p in points if p["files"] == files and name in p["variants"]]
             if not mine:
                 continue
@@ -251,11 +253,12 @@ def plot(points: list[dict], names: list[str], path: Path) -> bool:
             med = [s["median"] for s in stats]
             err = [[m - s["min"] for m, s in zip(med, stats, strict=True)],
                    [s["max"] - m for m, s in zip(med, stats, strict=True)]]
-            ax.errorbar(xs, med, yerr=err, marker="o", capsize=3,
+            ax.errorbar(xs, med, yerr=err, marker=marker, capsize=3, color=f"C{colour}",
                         label=f"{name}, {files} memfd{'s' if files > 1 else ''}")
     ax.set_xlabel("preserved GiB")
     ax.set_ylabel("blackout (s): reboot() to every fd held")
     ax.set_title("Live update blackout, TCG guest")
+    ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()

@@ -200,9 +200,20 @@ static inline long long lu_vmstat(const char *key)
 	return found;
 }
 
-/* Pages pinned (FOLL_PIN) and not released yet, system-wide. */
+/*
+ * Pages pinned (FOLL_PIN) and not released yet, system-wide. The counters
+ * are per-CPU until folded: fold them first, else the difference can be
+ * off by a few pages either way.
+ */
 static inline long long lu_pins_held(void)
 {
+	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		if (write(fd, "1", 1) < 0)
+			perror("vm.stat_refresh");
+		close(fd);
+	}
 	return lu_vmstat("nr_foll_pin_acquired") - lu_vmstat("nr_foll_pin_released");
 }
 
