@@ -185,26 +185,36 @@ static void send_event(int dev, uint32_t event, const char *key)
 	put_num(key, now() - t);
 }
 
-static int run_preserve(const struct bench_args *a)
+/*
+ * What both stages do first: the I/O buffer (touched now, so that using it
+ * allocates nothing the memory figures would see), room for the fds, the
+ * results file, free memory, and liveupdate.ko when asked.
+ */
+static char *start_stage(const struct bench_args *a, int **fds)
 {
-	char *buf = malloc(CHUNK), cmd[4096];
-	int *fds = calloc(a->files, sizeof(int));
-	int dev, session, ours, err;
-	unsigned int i;
-	double t;
+	char *buf = malloc(CHUNK);
 
-	if (!buf || !fds)
+	*fds = calloc(a->files, sizeof(int));
+	if (!buf || !*fds)
 		die("malloc", ENOMEM);
 	memset(buf, 0x5a, CHUNK);
 	open_json(a->out);
 	put_kb("free_start", lu_free_kb());
 	if (a->module)
 		put_num("insmod_s", load_module(a->module));
+	return buf;
+}
+
+static int run_preserve(const struct bench_args *a)
+{
+	int *fds;
+	char *buf = start_stage(a, &fds);
+	int dev, session, ours, err;
+	unsigned int i;
+	double t;
 
 	/* The next kernel is loaded first, so its copy is not counted below. */
-	snprintf(cmd, sizeof(cmd),
-		 "kexec -s -l \"$LU_KERNEL\" --initrd=\"$LU_INITRD\" --command-line=\"$LU_NEXT_APPEND\"");
-	if (system(cmd))
+	if (system("kexec -s -l \"$LU_KERNEL\" --initrd=\"$LU_INITRD\" --command-line=\"$LU_NEXT_APPEND\""))
 		die("kexec -s -l", EIO);
 
 	t = now();
@@ -247,20 +257,12 @@ static int run_preserve(const struct bench_args *a)
 
 static int run_retrieve(const struct bench_args *a)
 {
-	char *buf = malloc(CHUNK);
-	int *fds = calloc(a->files, sizeof(int));
+	int *fds;
+	char *buf = start_stage(a, &fds);
 	int dev, session, err;
 	unsigned int i;
 	double t;
 
-	if (!buf || !fds)
-		die("malloc", ENOMEM);
-	/* Touched now, so the read below allocates nothing the figures would see. */
-	memset(buf, 0, CHUNK);
-	open_json(a->out);
-	put_kb("free_start", lu_free_kb());
-	if (a->module)
-		put_num("insmod_s", load_module(a->module));
 	put_kb("free_before_retrieve", lu_free_kb());
 
 	t = now();

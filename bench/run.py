@@ -32,24 +32,23 @@ CHECKOUT = HERE.parent
 GIB = 1 << 30
 STAMP_RE = re.compile(r"^\[\s*([0-9.]+)\] (.*)$")
 
-# Figures reported per point: key, label, unit, and whether the
-# figure is per preserved GiB.
+# Figures reported per point: key, label, unit.
 FIGURES = [
-    ("preserve_s", "preserve (PRESERVE_FD)", "s", False),
-    ("prepare_freeze_s", "PREPARE + FREEZE (ours)", "s", False),
-    ("preserve_total_s", "preserve, all steps", "s", False),
-    ("blackout_s", "blackout", "s", False),
-    ("kexec_to_init_s", "blackout: kexec to init", "s", False),
-    ("init_to_held_s", "blackout: init to fds held", "s", False),
-    ("insmod_s", "module load (ours, in retrieve)", "s", False),
-    ("retrieve_s", "retrieve ioctls", "s", False),
-    ("retrieve_s_per_gib", "retrieve per GiB", "s/GiB", True),
-    ("first_read_s_per_gib", "first full read per GiB", "s/GiB", True),
-    ("finish_s", "FINISH", "s", False),
-    ("meta_before_kexec_per_gib", "kernel memory per GiB, before kexec", "MiB/GiB", True),
-    ("extra_at_retrieve_per_gib", "extra memory at retrieve per GiB", "MiB/GiB", True),
-    ("meta_after_kexec_per_gib", "kernel memory per GiB, after kexec", "MiB/GiB", True),
-    ("free_after_finish_vs_before_mib", "MemFree after FINISH - before preserve", "MiB", False),
+    ("preserve_s", "preserve (PRESERVE_FD)", "s"),
+    ("prepare_freeze_s", "PREPARE + FREEZE (ours)", "s"),
+    ("preserve_total_s", "preserve, all steps", "s"),
+    ("blackout_s", "blackout", "s"),
+    ("kexec_to_init_s", "blackout: kexec to init", "s"),
+    ("init_to_held_s", "blackout: init to fds held", "s"),
+    ("insmod_s", "module load (ours, in retrieve)", "s"),
+    ("retrieve_s", "retrieve ioctls", "s"),
+    ("retrieve_s_per_gib", "retrieve per GiB", "s/GiB"),
+    ("first_read_s_per_gib", "first full read per GiB", "s/GiB"),
+    ("finish_s", "FINISH", "s"),
+    ("meta_before_kexec_per_gib", "kernel memory per GiB, before kexec", "MiB/GiB"),
+    ("extra_at_retrieve_per_gib", "extra memory at retrieve per GiB", "MiB/GiB"),
+    ("meta_after_kexec_per_gib", "kernel memory per GiB, after kexec", "MiB/GiB"),
+    ("free_after_finish_vs_before_mib", "MemFree after FINISH - before preserve", "MiB"),
 ]
 # The figures of the short table: (key, column heading).
 SUMMARY = [
@@ -222,7 +221,7 @@ def markdown(points: list[dict], meta: dict) -> str:
     lines += ["| size | files | figure | unit | " + " | ".join(names) + " | ratio |",
               "|---|---|---|---|" + "---|" * (len(names) + 1)]
     for p in points:
-        for key, label, unit, _ in FIGURES:
+        for key, label, unit in FIGURES:
             cells = []
             for n in names:
                 s = p["variants"].get(n, {}).get(key)
