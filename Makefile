@@ -6,8 +6,13 @@
 #   make bench   the same live updates on our module and on mainline's LUO
 #
 # Installs what is missing (Debian/Ubuntu packages, as root), fetches
-# Debian's linux-source-7.2 and builds the guest kernel once into
-# $(CACHE); later runs reuse it.
+# Debian's linux-source-7.2 and builds the guest kernels once into
+# $(CACHE); later runs reuse them. Three kernels from one source: the
+# lean one (demo, benchmark), the debug one (every test plan: KASAN,
+# kmemleak, lockdep, fault injection) and mainline's LUO (benchmark).
+# The module is built twice outside the tree: for the lean kernel as
+# users get it (build/module), and for the debug kernel with the test
+# hooks (build/module-debug, LU_DEBUG=y).
 
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/liveupdate
 export LIVEUPDATE_CACHE := $(CACHE)
@@ -28,15 +33,24 @@ GUEST_KSRC = $$(readlink -f $$(cat $(KDIR_FILE))/source)
 MAINLINE_FRAGMENT := build/kernel-mainline.config
 MAINLINE_KDIR_FILE := build/kdir-mainline
 
+# The tests' kernel: the same fragment plus qemu/debug.config. KASAN's
+# early reservations need a larger KHO scratch area than the default.
+DEBUG_FRAGMENT := build/kernel-debug.config
+DEBUG_KDIR_FILE := build/kdir-debug
+DEBUG_APPEND := kho_scratch=32M,512M,128M
+
+MODULE := build/module/liveupdate.ko
+DEBUG_MODULE := build/module-debug/liveupdate.ko
+
 PLANS := $(sort $(wildcard selftests/plans/*.plan))
 # make bench BENCH_ARGS="--sizes 64M,1G --files 1 --repeats 5"
 BENCH_ARGS ?=
-BENCH = $(VPY) bench/run.py --python $(VPY) --module kernel/liveupdate.ko \
+BENCH = $(VPY) bench/run.py --python $(VPY) --module $(MODULE) \
 	--ours $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \
 	--mainline $$(cat $(MAINLINE_KDIR_FILE))/arch/x86/boot/bzImage
 
-.PHONY: all deps venv kernel kernel-mainline module selftests unit guest \
-	bench bench-smoke check demo clean
+.PHONY: all deps venv kernel kernel-mainline kernel-debug module module-debug \
+	selftests unit guest bench bench-smoke check demo clean
 
 all: module selftests
 
@@ -71,13 +85,26 @@ $(MAINLINE_KDIR_FILE): $(MAINLINE_FRAGMENT) qemu/build-kernel.sh qemu/fetch-sour
 
 kernel-mainline: $(MAINLINE_KDIR_FILE)
 
+$(DEBUG_FRAGMENT): qemu/kernel.config qemu/debug.config
+	@mkdir -p build
+	cat qemu/kernel.config qemu/debug.config > $@
+
+$(DEBUG_KDIR_FILE): $(DEBUG_FRAGMENT) qemu/build-kernel.sh qemu/fetch-source.sh | deps
+	KERNEL_FRAGMENT=$(abspath $(DEBUG_FRAGMENT)) qemu/build-kernel.sh > $@.tmp && mv $@.tmp $@
+
+kernel-debug: $(DEBUG_KDIR_FILE)
+
 ifeq ($(origin KDIR),command line)
 module:
 	$(MAKE) -C kernel KDIR=$(KDIR)
 else
 module: kernel
-	$(MAKE) -C kernel KDIR=$$(cat $(KDIR_FILE))
+	$(MAKE) -C kernel KDIR=$$(cat $(KDIR_FILE)) MO=$(abspath $(dir $(MODULE)))
 endif
+
+module-debug: kernel-debug
+	$(MAKE) -C kernel KDIR=$$(cat $(DEBUG_KDIR_FILE)) \
+		MO=$(abspath $(dir $(DEBUG_MODULE))) LU_DEBUG=y
 
 selftests: kernel
 	$(MAKE) -C selftests KSRC=$(GUEST_KSRC)
@@ -87,10 +114,10 @@ unit: venv kernel
 	$(VPY) -m ruff check python qemu selftests bench
 	LU_KSRC=$(GUEST_KSRC) PYTHONPATH=python $(VPY) -m pytest -q python/tests
 
-guest: module selftests venv
+guest: module-debug selftests venv
 	@failed=0; for plan in $(PLANS); do \
-		$(RUN) --quiet --kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \
-			--module kernel/liveupdate.ko --python $(VPY) \
+		$(RUN) --quiet --kernel $$(cat $(DEBUG_KDIR_FILE))/arch/x86/boot/bzImage \
+			--append "$(DEBUG_APPEND)" --module $(DEBUG_MODULE) --python $(VPY) \
 			--out build/runs/$$(basename $$plan .plan) $$plan || failed=$$((failed + 1)); \
 	done; \
 	echo "guest: $$(( $(words $(PLANS)) - failed )) passed, $$failed failed"; \
@@ -110,7 +137,7 @@ check: unit guest bench-smoke
 
 demo: module venv
 	$(RUN) --kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \
-		--module kernel/liveupdate.ko --python $(VPY) \
+		--module $(MODULE) --python $(VPY) \
 		--out build/runs/demo qemu/demo.plan
 
 clean:

@@ -8,42 +8,45 @@
  * (PREPARE: serialize into KHO), freeze (FREEZE: what changed since). A
  * file preserved while the state is PREPARED is prepared at once. A file
  * may be carried by one session at a time: lu.busy_files maps its
- * identity (the handler's get_id(), e.g. a memfd's inode) to its struct lu_file, from preservation until unpreservation, and from
- * retrieval until finish.
+ * identity (the handler's get_id(), e.g. a memfd's inode) to its struct
+ * lu_file, from preservation until unpreservation, and from retrieval
+ * until finish.
+ *
+ * Each file's state (enum lu_file_state) says what was done to it:
+ *
+ *   outgoing: PRESERVED --prepare--> PREPARED --freeze--> FROZEN
+ *             (cancel and unfreeze go back; the reboot notifier freezes
+ *             a FROZEN file once more to carry later changes)
+ *   incoming: PENDING --retrieve--> RETRIEVED
+ *                 |  \--damaged (-EIO)--> FAILED (sticky error)
+ *                 \--transient error--> RESTORING --retrieve--> ...
+ *
+ * Creation follows reserve, work, publish: the token's slot in the
+ * session's index and the busy entry are reserved, the handler works, and
+ * only then is the file published in its session; a failure undoes
+ * exactly the steps done, so a failed PRESERVE_FD leaves no trace.
  *
  * Dependencies: a file names tokens of its session that it needs. Before
  * PREPARE and FREEZE serialize a session, lu_file_order() checks them and
  * sorts the session's files so that dependencies come first; the next
  * kernel retrieves a file's dependencies before the file, and finishes a
- * session's files in reverse order. An incoming file whose handler is not
- * registered yet waits for it (retrieval fails with ENOPKG until then).
+ * session's files in reverse order. Both walk the dependencies
+ * iteratively (lu_file_walk()), so any chain fits in the kernel stack.
+ * An incoming file whose handler is not registered yet waits for it
+ * (retrieval fails with ENOPKG until then).
  *
  * All functions here run under lu.lock.
  */
 #include <linux/cleanup.h>
 #include <linux/file.h>
-#include <linux/moduleparam.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
 #include "lu_internal.h"
 
-/* For the selftests only: make PREPARE or FREEZE fail at one token. */
-static unsigned long long test_fail_prepare;
-module_param(test_fail_prepare, ullong, 0600);
-MODULE_PARM_DESC(test_fail_prepare, "testing: PREPARE fails with EIO at this token (0: off)");
-static unsigned long long test_fail_freeze;
-module_param(test_fail_freeze, ullong, 0600);
-MODULE_PARM_DESC(test_fail_freeze, "testing: FREEZE fails with EIO at this token (0: off)");
-
 static struct lu_file *lu_file_find(struct lu_session *session, u64 token)
 {
-	struct lu_file *lf;
-
-	list_for_each_entry(lf, &session->files, node)
-		if (lf->token == token)
-			return lf;
-	return NULL;
+	return xa_load(&session->tokens, token);
 }
 
 static struct lu_file *lu_file_new(struct lu_session *session, u64 token,
@@ -69,14 +72,28 @@ static struct lu_file *lu_file_new(struct lu_session *session, u64 token,
 	return lf;
 }
 
-static void lu_file_free(struct lu_file *lf)
+/* Frees a file that was never published in its session. */
+static void lu_file_destroy(struct lu_file *lf)
 {
-	list_del(&lf->node);
-	lf->session->nr_files--;
 	if (lf->handler)
 		lu_handler_put(lf->handler);
 	kfree(lf->deps);
 	kfree(lf);
+}
+
+/* Puts @lf, already in its session's token index, on the session's list. */
+static void lu_file_publish(struct lu_file *lf)
+{
+	list_add_tail(&lf->node, &lf->session->files);
+	lf->session->nr_files++;
+}
+
+static void lu_file_free(struct lu_file *lf)
+{
+	xa_erase(&lf->session->tokens, lf->token);
+	list_del(&lf->node);
+	lf->session->nr_files--;
+	lu_file_destroy(lf);
 }
 
 /* Refuses a dependency list that names the file itself or a token twice. */
@@ -107,44 +124,59 @@ static int lu_file_prepare(struct lu_file *lf)
 {
 	int err;
 
-	if (test_fail_prepare && lf->token == test_fail_prepare)
+	if (WARN_ON_ONCE(lf->state != LU_FILE_PRESERVED))
+		return -EINVAL;
+	if (lu_debug_fail_prepare(lf->token))
 		return -EIO;
 	err = lf->handler->prepare(lf);
 	if (err)
 		return err;
-	lf->prepared = true;
+	lf->state = LU_FILE_PREPARED;
 	lu.nr_out_bytes += lf->bytes;
 	return 0;
 }
 
-/* Freezing may serialize more (pages written into holes): count them. */
+/*
+ * FREEZE, and again in the reboot notifier for a file frozen already:
+ * freezing records what changed since (pages written into holes, the
+ * position, seals), so a second call carries the changes made after
+ * FREEZE. A failure leaves what the last successful call published.
+ */
 static int lu_file_freeze(struct lu_file *lf)
 {
 	u64 bytes = lf->bytes;
-	int err;
+	int err = 0;
 
-	if (!lf->handler->freeze)
-		return 0;
-	err = lf->handler->freeze(lf);
+	if (WARN_ON_ONCE(lf->state != LU_FILE_PREPARED &&
+			 lf->state != LU_FILE_FROZEN))
+		return -EINVAL;
+	if (lu_debug_fail_freeze(lf->token))
+		return -EIO;
+	if (lf->handler->freeze)
+		err = lf->handler->freeze(lf);
 	lu.nr_out_bytes += lf->bytes - bytes;
+	if (!err)
+		lf->state = LU_FILE_FROZEN;
 	return err;
 }
 
 static void lu_file_unfreeze(struct lu_file *lf)
 {
-	if (lf->frozen && lf->handler->unfreeze)
+	if (lf->state != LU_FILE_FROZEN)
+		return;
+	if (lf->handler->unfreeze)
 		lf->handler->unfreeze(lf);
-	lf->frozen = false;
+	lf->state = LU_FILE_PREPARED;
 }
 
 static void lu_file_cancel(struct lu_file *lf)
 {
 	lu_file_unfreeze(lf);
-	if (lf->prepared) {
-		lu.nr_out_bytes -= lf->bytes;
-		lf->handler->cancel(lf);
-	}
-	lf->prepared = false;
+	if (lf->state != LU_FILE_PREPARED)
+		return;
+	lu.nr_out_bytes -= lf->bytes;
+	lf->handler->cancel(lf);
+	lf->state = LU_FILE_PRESERVED;
 	lf->bytes = 0;
 	lf->data = 0;
 }
@@ -159,12 +191,17 @@ static void lu_file_cancel(struct lu_file *lf)
  *
  * Checks in mainline's order: token in use EEXIST, table space, bad fd
  * EBADF, no handler ENOENT, file carried already EBUSY, then the
- * handler's own errors. A bad dependency list is EINVAL.
+ * handler's own errors. A bad dependency list is EINVAL. Everything is
+ * reserved before the handler runs, and the file is published in the
+ * session last, so a failure leaves no trace.
+ *
+ * Return: 0 or a negative errno, as above.
  */
 int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 		     const u64 *deps, unsigned int nr_deps)
 {
 	struct lu_file_handler *handler;
+	unsigned long key;
 	struct lu_file *lf;
 	int err;
 
@@ -191,11 +228,14 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 	}
 	lf->handler = handler;
 	lf->file = file;
-	list_add_tail(&lf->node, &session->files);
-	session->nr_files++;
-	err = xa_insert(&lu.busy_files, lu_busy_key(handler, file), lf, GFP_KERNEL);
+	lf->state = LU_FILE_PRESERVED;
+	key = lu_busy_key(handler, file);
+	err = xa_reserve(&session->tokens, token, GFP_KERNEL);
 	if (err)
-		goto err_free;
+		goto err_destroy;
+	err = xa_insert(&lu.busy_files, key, lf, GFP_KERNEL);
+	if (err)
+		goto err_token;
 	err = handler->preserve(lf);
 	if (err)
 		goto err_busy;
@@ -206,6 +246,9 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 	}
 
 	retain_and_null_ptr(file);
+	/* The slot is reserved: storing cannot fail. */
+	xa_store(&session->tokens, token, lf, GFP_KERNEL);
+	lu_file_publish(lf);
 	lu.nr_out_files++;
 	lu.nr_out_deps += nr_deps;
 	return 0;
@@ -213,9 +256,11 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 err_unpreserve:
 	handler->unpreserve(lf);
 err_busy:
-	xa_erase(&lu.busy_files, lu_busy_key(handler, file));
-err_free:
-	lu_file_free(lf);
+	xa_erase(&lu.busy_files, key);
+err_token:
+	xa_release(&session->tokens, token);
+err_destroy:
+	lu_file_destroy(lf);
 	return err;
 }
 
@@ -239,22 +284,80 @@ void lu_file_unpreserve_all(struct lu_session *session)
 	}
 }
 
-/* Whether every dependency of @lf is in @list. */
-static bool lu_file_deps_in(struct lu_file *lf, struct list_head *list)
-{
-	struct lu_file *dep;
-	unsigned int i;
-	bool found;
+enum { LU_MARK_NEW, LU_MARK_ON_STACK, LU_MARK_DONE };
 
-	for (i = 0; i < lf->nr_deps; i++) {
-		found = false;
-		list_for_each_entry(dep, list, node)
-			if (dep->token == lf->deps[i])
-				found = true;
-		if (!found)
-			return false;
+struct lu_walk_frame {
+	struct lu_file *lf;
+	unsigned int next_dep;
+};
+
+/*
+ * Visits @root's dependencies, transitively, then @root: each file after
+ * the files it needs, each once. Iterative, with a stack of at most the
+ * session's files: a chain of any length fits in kernel stack. Files
+ * marked LU_MARK_DONE by an earlier walk are skipped, so walks started
+ * from every file of a session visit each file once in all.
+ *
+ * Return: 0, what @visit returned, -ENOENT (*@bad: the missing token) or
+ * -ELOOP (*@bad: a token in the cycle).
+ */
+static int lu_file_walk(struct lu_file *root, struct lu_walk_frame *stack,
+			int (*visit)(struct lu_file *lf, void *ctx), void *ctx,
+			u64 *bad)
+{
+	struct lu_session *session = root->session;
+	unsigned int depth = 0;
+	int err;
+
+	if (root->mark == LU_MARK_DONE)
+		return 0;
+	stack[depth++] = (struct lu_walk_frame){ .lf = root };
+	root->mark = LU_MARK_ON_STACK;
+	while (depth) {
+		struct lu_walk_frame *top = &stack[depth - 1];
+		struct lu_file *dep;
+
+		if (top->next_dep == top->lf->nr_deps) {
+			err = visit(top->lf, ctx);
+			if (err) {
+				*bad = top->lf->token;
+				return err;
+			}
+			top->lf->mark = LU_MARK_DONE;
+			depth--;
+			continue;
+		}
+		dep = lu_file_find(session, top->lf->deps[top->next_dep]);
+		if (!dep) {
+			*bad = top->lf->deps[top->next_dep];
+			return -ENOENT;
+		}
+		top->next_dep++;
+		if (dep->mark == LU_MARK_DONE)
+			continue;
+		if (dep->mark == LU_MARK_ON_STACK) {
+			*bad = dep->token;
+			return -ELOOP;
+		}
+		dep->mark = LU_MARK_ON_STACK;
+		stack[depth++] = (struct lu_walk_frame){ .lf = dep };
+		cond_resched();
 	}
-	return true;
+	return 0;
+}
+
+static void lu_file_clear_marks(struct lu_session *session)
+{
+	struct lu_file *lf;
+
+	list_for_each_entry(lf, &session->files, node)
+		lf->mark = LU_MARK_NEW;
+}
+
+static int lu_file_order_visit(struct lu_file *lf, void *sorted)
+{
+	list_move_tail(&lf->node, sorted);
+	return 0;
 }
 
 /**
@@ -263,44 +366,38 @@ static bool lu_file_deps_in(struct lu_file *lf, struct list_head *list)
  * @bad_token: on failure, the missing token or one in a cycle
  *
  * Moves every file after the files it depends on, keeping the order of
- * preservation otherwise.
+ * preservation otherwise: a depth-first walk in that order, O(files +
+ * dependencies).
  *
- * Return: 0, -ENOENT for a token that no file of the session has, or
- * -ELOOP for a cycle.
+ * Return: 0, -ENOMEM, -ENOENT for a token that no file of the session
+ * has, or -ELOOP for a cycle. On failure the files stay in the session
+ * in an order that the next call sorts again.
  */
 int lu_file_order(struct lu_session *session, u64 *bad_token)
 {
-	struct lu_file *lf, *next;
+	struct lu_walk_frame *stack;
+	struct lu_file *lf;
 	LIST_HEAD(sorted);
-	unsigned int i;
-	bool progress;
+	int err = 0;
 
 	lockdep_assert_held(&lu.lock);
-	list_for_each_entry(lf, &session->files, node) {
-		for (i = 0; i < lf->nr_deps; i++) {
-			if (!lu_file_find(session, lf->deps[i])) {
-				*bad_token = lf->deps[i];
-				return -ENOENT;
-			}
-		}
-	}
-	do {
-		progress = false;
-		list_for_each_entry_safe(lf, next, &session->files, node) {
-			if (lu_file_deps_in(lf, &sorted)) {
-				list_move_tail(&lf->node, &sorted);
-				progress = true;
-			}
-		}
-	} while (progress);
-	if (!list_empty(&session->files)) {
-		*bad_token = list_first_entry(&session->files, struct lu_file,
-					      node)->token;
-		list_splice_tail_init(&sorted, &session->files);
-		return -ELOOP;
+	if (!session->nr_files)
+		return 0;
+	stack = kvmalloc_array(session->nr_files, sizeof(*stack), GFP_KERNEL);
+	if (!stack)
+		return -ENOMEM;
+	lu_file_clear_marks(session);
+	/* Each walk moves its first file, and what it needs, to @sorted. */
+	while (!list_empty(&session->files)) {
+		lf = list_first_entry(&session->files, struct lu_file, node);
+		err = lu_file_walk(lf, stack, lu_file_order_visit, &sorted,
+				   bad_token);
+		if (err)
+			break;
 	}
 	list_splice(&sorted, &session->files);
-	return 0;
+	kvfree(stack);
+	return err;
 }
 
 static struct lu_file *lu_file_find_dep(struct lu_file *lf, u64 token)
@@ -320,6 +417,8 @@ static struct lu_file *lu_file_find_dep(struct lu_file *lf, u64 token)
  *
  * Files prepared already (preserved while PREPARED) are skipped. On
  * failure the files this call prepared are cancelled again.
+ *
+ * Return: 0 or the failing file's error.
  */
 int lu_file_prepare_all(struct lu_session *session, u64 *failed_token)
 {
@@ -328,7 +427,7 @@ int lu_file_prepare_all(struct lu_session *session, u64 *failed_token)
 
 	lockdep_assert_held(&lu.lock);
 	list_for_each_entry(lf, &session->files, node) {
-		if (lf->prepared)
+		if (lf->state != LU_FILE_PRESERVED)
 			continue;
 		err = lu_file_prepare(lf);
 		if (err) {
@@ -338,6 +437,7 @@ int lu_file_prepare_all(struct lu_session *session, u64 *failed_token)
 				lu_file_cancel(lf);
 			return err;
 		}
+		cond_resched();
 	}
 	return 0;
 }
@@ -361,6 +461,8 @@ void lu_file_cancel_all(struct lu_session *session)
  * @failed_token: set to the token of the file that failed
  *
  * On failure the files this call froze are unfrozen again.
+ *
+ * Return: 0 or the failing file's error.
  */
 int lu_file_freeze_all(struct lu_session *session, u64 *failed_token)
 {
@@ -369,14 +471,9 @@ int lu_file_freeze_all(struct lu_session *session, u64 *failed_token)
 
 	lockdep_assert_held(&lu.lock);
 	list_for_each_entry(lf, &session->files, node) {
-		if (lf->frozen)
+		if (lf->state == LU_FILE_FROZEN)
 			continue;
-		if (WARN_ON_ONCE(!lf->prepared))
-			err = -EINVAL;
-		else if (test_fail_freeze && lf->token == test_fail_freeze)
-			err = -EIO;
-		else
-			err = lu_file_freeze(lf);
+		err = lu_file_freeze(lf);
 		if (err) {
 			*failed_token = lf->token;
 			list_for_each_entry_continue_reverse(lf, &session->files,
@@ -384,9 +481,33 @@ int lu_file_freeze_all(struct lu_session *session, u64 *failed_token)
 				lu_file_unfreeze(lf);
 			return err;
 		}
-		lf->frozen = true;
+		cond_resched();
 	}
 	return 0;
+}
+
+/**
+ * lu_file_refreeze_all - carry what changed since FREEZE (reboot notifier)
+ * @session: an outgoing session; only its frozen files are frozen again
+ *
+ * Writes into holes, positions and seals changed after FREEZE. A file
+ * whose second freeze fails keeps what FREEZE published, and the log
+ * says which changes are lost.
+ */
+void lu_file_refreeze_all(struct lu_session *session)
+{
+	struct lu_file *lf;
+	int err;
+
+	lockdep_assert_held(&lu.lock);
+	list_for_each_entry(lf, &session->files, node) {
+		if (lf->state != LU_FILE_FROZEN)
+			continue;
+		err = lu_file_freeze(lf);
+		if (err)
+			pr_err("liveupdate: kexec: session %s, token %llu: changes since FREEZE are NOT carried: %d\n",
+			       session->name, lf->token, err);
+	}
 }
 
 /**
@@ -402,44 +523,50 @@ void lu_file_unfreeze_all(struct lu_session *session)
 		lu_file_unfreeze(lf);
 }
 
-static int lu_file_retrieve_one(struct lu_file *lf)
+/* Retrieves one incoming file whose dependencies are retrieved. */
+static int lu_file_retrieve_visit(struct lu_file *lf, void *unused)
 {
-	unsigned int i;
 	int err;
 
-	if (lf->file)
-		return 0;
-	if (lf->retrieving)
-		return -ELOOP;
-	if (!lf->handler) {
-		lf->handler = lu_handler_get(lf->compatible);
+	switch (lf->state) {
+	case LU_FILE_RETRIEVED:
+		break;
+	case LU_FILE_FAILED:
+		return lf->err;
+	case LU_FILE_PENDING:
+	case LU_FILE_RESTORING:
+		if (!lf->handler)
+			lf->handler = lu_handler_get(lf->compatible);
 		if (!lf->handler) {
 			lu_err("token %llu: no handler \"%s\" registered\n",
 			       lf->token, lf->compatible);
 			return -ENOPKG;
 		}
-	}
-	/* Dependencies first: the handler builds on them. */
-	lf->retrieving = true;
-	for (i = 0; i < lf->nr_deps; i++) {
-		struct lu_file *dep = lu_file_find(lf->session, lf->deps[i]);
-
-		err = dep ? lu_file_retrieve_one(dep) : -ENOENT;
+		err = lf->handler->retrieve(lf);
+		if (err == -EIO) {
+			lf->state = LU_FILE_FAILED;
+			lf->err = err;
+		} else if (err) {
+			lf->state = LU_FILE_RESTORING;
+		}
 		if (err)
-			goto out;
+			return err;
+		lf->state = LU_FILE_RETRIEVED;
+		break;
+	default:
+		WARN_ON_ONCE(1);
+		return -EINVAL;
 	}
-	err = lf->handler->retrieve(lf);
-	if (err)
-		goto out;
-	/* The file is new, so its inode cannot be busy. */
-	err = xa_insert(&lu.busy_files, lu_busy_key(lf->handler, lf->file), lf, GFP_KERNEL);
-	if (err) {
-		fput(lf->file);
-		lf->file = NULL;
+	/* Until FINISH, the file may not be preserved again. */
+	if (!lf->indexed) {
+		err = xa_insert(&lu.busy_files,
+				lu_busy_key(lf->handler, lf->file), lf,
+				GFP_KERNEL);
+		if (err)
+			return err;
+		lf->indexed = true;
 	}
-out:
-	lf->retrieving = false;
-	return err;
+	return 0;
 }
 
 /**
@@ -449,20 +576,33 @@ out:
  * @filep:   a new reference to the file
  *
  * The first call builds the file, and the files it depends on; later
- * calls return the same file. A failed retrieval keeps what it restored
- * and resumes on the next call.
+ * calls return the same file. A failure on damaged data is final: every
+ * later call fails the same way. Any other failure hands out nothing and
+ * the next call resumes.
+ *
+ * Return: 0, -ENOENT for an unknown token, or the error of the file
+ * or of one of its dependencies.
  */
 int lu_file_retrieve(struct lu_session *session, u64 token,
 		     struct file **filep)
 {
+	struct lu_walk_frame *stack;
 	struct lu_file *lf;
+	u64 bad;
 	int err;
 
 	lockdep_assert_held(&lu.lock);
 	lf = lu_file_find(session, token);
 	if (!lf)
 		return -ENOENT;
-	err = lu_file_retrieve_one(lf);
+	if (lf->state == LU_FILE_FAILED)
+		return lf->err;
+	stack = kvmalloc_array(session->nr_files, sizeof(*stack), GFP_KERNEL);
+	if (!stack)
+		return -ENOMEM;
+	lu_file_clear_marks(session);
+	err = lu_file_walk(lf, stack, lu_file_retrieve_visit, NULL, &bad);
+	kvfree(stack);
 	if (err)
 		return err;
 	*filep = get_file(lf->file);
@@ -498,28 +638,38 @@ EXPORT_SYMBOL_GPL(lu_file_dependency);
  * lu_file_finish_all - end the hand-over of an incoming session's files
  * @session:    the session
  * @nr_dropped: incremented for each file that was never retrieved
+ * @bytes:      increased by the memory the files never retrieved return
  *
  * Retrieved files become ordinary files; the others are freed, dependent
  * files before their dependencies. A file whose handler never registered
- * cannot be freed: its memory stays reserved until the next boot.
+ * cannot be freed: its memory stays reserved until the next boot. A
+ * handler that fails (-ENOMEM) stops the walk: the files finished so far
+ * are gone, the rest stay for the next call.
  *
- * Return: the bytes of memory that the files never retrieved returned.
+ * Return: 0 or the handler's error.
  */
-u64 lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped)
+int lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped,
+		       u64 *bytes)
 {
 	struct lu_file *lf, *next;
-	u64 bytes = 0;
+	int err;
 
 	lockdep_assert_held(&lu.lock);
 	list_for_each_entry_safe_reverse(lf, next, &session->files, node) {
 		if (!lf->handler)
 			lf->handler = lu_handler_get(lf->compatible);
-		if (lf->file) {
-			xa_erase(&lu.busy_files, lu_busy_key(lf->handler, lf->file));
-			lf->handler->finish(lf);
+		if (lf->state == LU_FILE_RETRIEVED) {
+			if (lf->indexed)
+				xa_erase(&lu.busy_files,
+					 lu_busy_key(lf->handler, lf->file));
+			err = lf->handler->finish(lf, bytes);
+			if (WARN_ON_ONCE(err))
+				err = 0;
 			fput(lf->file);
 		} else if (lf->handler) {
-			bytes += lf->handler->finish(lf);
+			err = lf->handler->finish(lf, bytes);
+			if (err)
+				return err;
 			(*nr_dropped)++;
 		} else {
 			pr_warn("liveupdate: session %s, token %llu: no handler \"%s\", its memory stays reserved\n",
@@ -528,8 +678,24 @@ u64 lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped)
 		}
 		lu.nr_in_files--;
 		lu_file_free(lf);
+		cond_resched();
 	}
-	return bytes;
+	return 0;
+}
+
+/**
+ * lu_file_forget_all - free an incoming session's files, not their data
+ * @session: a session built by a module load that failed
+ */
+void lu_file_forget_all(struct lu_session *session)
+{
+	struct lu_file *lf, *next;
+
+	lockdep_assert_held(&lu.lock);
+	list_for_each_entry_safe(lf, next, &session->files, node) {
+		lu.nr_in_files--;
+		lu_file_free(lf);
+	}
 }
 
 /**
@@ -542,24 +708,37 @@ u64 lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped)
  * @nr_deps:    entries in @deps
  *
  * The handler is looked up now and again at retrieval: it may be
- * registered later.
+ * registered later. The previous kernel wrote a session's files after
+ * their dependencies; the token index checks that, and that tokens are
+ * unique, as the files are added.
  *
- * Return: 0 or -ENOMEM.
+ * Return: 0, -ENOMEM, or -EBADMSG for a duplicate token or a dependency
+ * that does not come before the file.
  */
 int lu_file_add_incoming(struct lu_session *session, u64 token,
 			 const char *compatible, phys_addr_t data,
 			 const u64 *deps, unsigned int nr_deps)
 {
 	struct lu_file *lf;
+	unsigned int i;
+	int err;
 
 	lockdep_assert_held(&lu.lock);
+	for (i = 0; i < nr_deps; i++)
+		if (!lu_file_find(session, deps[i]))
+			return -EBADMSG;
 	lf = lu_file_new(session, token, compatible, deps, nr_deps);
 	if (!lf)
 		return -ENOMEM;
 	lf->handler = lu_handler_get(compatible);
 	lf->data = data;
-	list_add_tail(&lf->node, &session->files);
-	session->nr_files++;
+	lf->state = LU_FILE_PENDING;
+	err = xa_insert(&session->tokens, token, lf, GFP_KERNEL);
+	if (err) {
+		lu_file_destroy(lf);
+		return err == -EBUSY ? -EBADMSG : err;
+	}
+	lu_file_publish(lf);
 	lu.nr_in_files++;
 	return 0;
 }

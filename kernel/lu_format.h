@@ -39,6 +39,9 @@
  * table takes nothing over, says so once in the log, and still loads.
  * Once read, the root's magic is overwritten with LU_KHO_MAGIC_CONSUMED so
  * that reloading the module in the same boot does not take data twice.
+ * A load that failed after restoring the table leaves
+ * LU_KHO_MAGIC_LOADING: @table then names a live folio, which the next
+ * load reads in place.
  */
 #ifndef _LU_FORMAT_H
 #define _LU_FORMAT_H
@@ -53,6 +56,7 @@
 #define LU_KHO_SUBTREE		"liveupdate-module"
 #define LU_KHO_MAGIC		0x4c554d4f44303031ULL	/* "LUMOD001" */
 #define LU_KHO_MAGIC_CONSUMED	0x4c554d4f44444f4eULL	/* "LUMODDON" */
+#define LU_KHO_MAGIC_LOADING	0x4c554d4f444c4f44ULL	/* "LUMODLOD" */
 #define LU_KHO_VERSION		2
 
 /**

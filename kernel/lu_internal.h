@@ -2,11 +2,20 @@
 /*
  * liveupdate: objects shared by the module's files.
  *
- * Locking: one mutex, lu.lock, protects the state, every session and file
- * list, the counters, the busy-file index and the KHO table. It is held
- * across whole ioctls and events (a PREPARE of many GiB included), and by
- * the reboot notifier. Readers of the state alone (sysfs, GET_STATE) do
- * not take it.
+ * DOC: locking
+ *
+ * One mutex, lu.lock, protects the state, every session and file list,
+ * each session's token index, the counters, the busy-file index and the
+ * KHO table. It is held across whole ioctls and events (a PREPARE of many
+ * GiB included), and by the reboot notifier. Readers of the state alone
+ * (sysfs, GET_STATE) do not take it.
+ *
+ * Order, outermost first: lu.lock; a preserved file's inode lock (the
+ * memfd handler, at PRESERVE_FD, PREPARE and freeze); a folio's lock;
+ * then KHO's and the xarrays' own locks. Handler and subsystem callbacks
+ * run under lu.lock and must not call back into liveupdate, except for
+ * lu_file_dependency(). No fd is installed under lu.lock with anything
+ * left to fail: fd numbers are reserved first and installed last.
  */
 #ifndef _LU_INTERNAL_H
 #define _LU_INTERNAL_H
@@ -26,27 +35,54 @@
 #define lu_info(fmt, ...) pr_info("liveupdate: " fmt, ##__VA_ARGS__)
 
 /**
+ * enum lu_session_state - where a session is in its hand-over
+ * @LU_SESSION_OPEN:      outgoing: its fd is open
+ * @LU_SESSION_HELD:      outgoing: its fd was closed between PREPARE and
+ *                        CANCEL or the kexec: the module holds it and
+ *                        carries it over; CANCEL frees it
+ * @LU_SESSION_DROPPED:   outgoing: the reboot notifier could not
+ *                        serialize it; it is left out of the hand-over
+ * @LU_SESSION_PENDING:   incoming: waits, without an fd, to be retrieved
+ * @LU_SESSION_RETRIEVED: incoming: its fd is out
+ * @LU_SESSION_FINISHED:  incoming: its hand-over ended (FINISH); the fd
+ *                        is still open
+ * @LU_SESSION_ORPHANED:  incoming: its fd was closed but finishing it
+ *                        failed (-ENOMEM); FINISH or the module's exit
+ *                        tries again
+ *
+ *   outgoing: OPEN --close while PREPARED/FROZEN--> HELD --CANCEL--> freed
+ *             OPEN or HELD --the notifier fails it--> DROPPED
+ *             OPEN --close in NORMAL--> freed (files unpreserved)
+ *   incoming: PENDING --RETRIEVE_SESSION--> RETRIEVED --FINISH--> FINISHED
+ *             RETRIEVED or FINISHED --close--> freed (finished first)
+ *             RETRIEVED --close, finish fails--> ORPHANED --FINISH--> freed
+ *             PENDING --FINISH event or module exit--> freed
+ */
+enum lu_session_state {
+	LU_SESSION_OPEN,
+	LU_SESSION_HELD,
+	LU_SESSION_DROPPED,
+	LU_SESSION_PENDING,
+	LU_SESSION_RETRIEVED,
+	LU_SESSION_FINISHED,
+	LU_SESSION_ORPHANED,
+};
+
+/**
  * struct lu_session - a named set of files
  * @node:      entry in lu.outgoing or lu.incoming
  * @name:      NUL-terminated name
- * @incoming:  handed over by the previous kernel
- * @retrieved: incoming: an fd was handed out
- * @finished:  incoming: the hand-over of its files ended
- * @orphaned:  outgoing: its fd was closed while the module holds the
- *             session (PREPARED or FROZEN); CANCEL frees it
- * @dropped:   outgoing: the reboot notifier could not serialize it
- * @files:     the struct lu_file list
+ * @state:     see enum lu_session_state; changed by lu_session_set_state()
+ * @files:     the struct lu_file list, in dependency order once sorted
+ * @tokens:    the same files by token
  * @nr_files:  entries in @files
  */
 struct lu_session {
 	struct list_head node;
 	char name[LIVEUPDATE_SESSION_NAME_LENGTH];
-	bool incoming;
-	bool retrieved;
-	bool finished;
-	bool orphaned;
-	bool dropped;
+	enum lu_session_state state;
 	struct list_head files;
+	struct xarray tokens;
 	unsigned int nr_files;
 };
 
@@ -149,14 +185,23 @@ void lu_state_session_finished(void);
 bool lu_state_holds_sessions(void);
 
 /* lu_session.c */
+static inline bool lu_session_incoming(const struct lu_session *session)
+{
+	return session->state >= LU_SESSION_PENDING;
+}
+
+void lu_session_set_state(struct lu_session *session,
+			  enum lu_session_state state);
 int lu_session_create(const char *name, struct file **filep);
 int lu_session_retrieve(const char *name, struct file **filep);
 int lu_session_add_incoming(const char *name, struct lu_session **sessionp);
 void lu_session_discard_incoming(void);
+void lu_session_forget_incoming(void);
 void lu_session_free(struct lu_session *session);
-u64 lu_session_finish(struct lu_session *session, unsigned int *nr_files);
-u64 lu_session_drop_incoming(struct lu_session *session,
-			     unsigned int *nr_files);
+int lu_session_finish(struct lu_session *session, unsigned int *nr_files,
+		      u64 *bytes);
+int lu_session_drop_incoming(struct lu_session *session,
+			     unsigned int *nr_files, u64 *bytes);
 
 /* lu_file.c */
 int lu_file_preserve(struct lu_session *session, int fd, u64 token,
@@ -165,7 +210,9 @@ int lu_file_order(struct lu_session *session, u64 *bad_token);
 void lu_file_unpreserve_all(struct lu_session *session);
 int lu_file_retrieve(struct lu_session *session, u64 token,
 		     struct file **filep);
-u64 lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped);
+int lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped,
+		       u64 *bytes);
+void lu_file_forget_all(struct lu_session *session);
 int lu_file_add_incoming(struct lu_session *session, u64 token,
 			 const char *compatible, phys_addr_t data,
 			 const u64 *deps, unsigned int nr_deps);
@@ -173,6 +220,7 @@ int lu_file_prepare_all(struct lu_session *session, u64 *failed_token);
 void lu_file_cancel_all(struct lu_session *session);
 int lu_file_freeze_all(struct lu_session *session, u64 *failed_token);
 void lu_file_unfreeze_all(struct lu_session *session);
+void lu_file_refreeze_all(struct lu_session *session);
 
 /* lu_participant.c */
 struct lu_file_handler *lu_handler_for_file(struct file *file);
@@ -194,6 +242,24 @@ int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,
 		   unsigned int more_deps, unsigned int more_subsystems);
 void lu_kho_write_table(void);
 void lu_kho_unpublish(void);
-void lu_kho_load_incoming(void);
+int lu_kho_load_incoming(void);
+void lu_kho_commit_incoming(void);
+void lu_kho_abort_incoming(void);
+
+/* lu_debug.c: test hooks, in the debug build (LU_DEBUG=y) only */
+#ifdef LU_DEBUG
+bool lu_debug_fail_prepare(u64 token);
+bool lu_debug_fail_freeze(u64 token);
+void lu_debug_damage(struct lu_ser_root *root, struct lu_ser_table *table);
+void lu_debug_damage_folios(u64 token, struct lu_ser_folio *folios, u64 nr);
+#else
+static inline bool lu_debug_fail_prepare(u64 token) { return false; }
+static inline bool lu_debug_fail_freeze(u64 token) { return false; }
+static inline void lu_debug_damage(struct lu_ser_root *root,
+				   struct lu_ser_table *table) { }
+static inline void lu_debug_damage_folios(u64 token,
+					  struct lu_ser_folio *folios,
+					  u64 nr) { }
+#endif
 
 #endif /* _LU_INTERNAL_H */

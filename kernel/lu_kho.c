@@ -14,22 +14,11 @@
 #include <linux/io.h>
 #include <linux/kexec_handover.h>
 #include <linux/mm.h>
-#include <linux/moduleparam.h>
 #include <linux/overflow.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
 #include "lu_internal.h"
-
-/*
- * For the selftests only: damage what the next kernel reads, to prove that
- * it refuses bad hand-over data cleanly.
- */
-enum { LU_DAMAGE_NONE, LU_DAMAGE_VERSION, LU_DAMAGE_MAGIC, LU_DAMAGE_TABLE };
-static unsigned int test_damage_handover;
-module_param(test_damage_handover, uint, 0600);
-MODULE_PARM_DESC(test_damage_handover,
-		 "testing: damage the hand-over data at kexec (1 version, 2 magic, 3 table)");
 
 static struct lu_ser_root *lu_root;
 static void *lu_table;
@@ -70,6 +59,8 @@ static size_t lu_table_bytes(size_t nr_sessions, size_t nr_files,
 
 /**
  * lu_kho_init - preserve the root and register the subtree
+ *
+ * Return: 0 or a negative errno.
  */
 int lu_kho_init(void)
 {
@@ -158,13 +149,8 @@ void lu_kho_write_table(void)
 
 	lockdep_assert_held(&lu.lock);
 	lu_kho_unpublish();
-	if (WARN_ON(lu_table_bytes(lu.nr_out_sessions, lu.nr_out_files,
-				   lu.nr_out_deps, lu.nr_subsystems) >
-		    lu_table_size))
-		return;
-
 	list_for_each_entry(session, &lu.outgoing, node) {
-		if (session->dropped)
+		if (session->state == LU_SESSION_DROPPED)
 			continue;
 		nr_sessions++;
 		list_for_each_entry(lf, &session->files, node) {
@@ -174,7 +160,11 @@ void lu_kho_write_table(void)
 	}
 	list_for_each_entry(ss, &lu.subsystems, list)
 		nr_ss += ss->prepared;
+	/* Nothing to hand over: no table, and none was reserved either. */
 	if (!nr_sessions && !nr_ss)
+		return;
+	if (WARN_ON_ONCE(lu_table_bytes(nr_sessions, nr_files, nr_deps,
+					nr_ss) > lu_table_size))
 		return;
 
 	table = lu_table;
@@ -186,7 +176,7 @@ void lu_kho_write_table(void)
 	nr_files = 0;
 	nr_deps = 0;
 	list_for_each_entry(session, &lu.outgoing, node) {
-		if (session->dropped)
+		if (session->state == LU_SESSION_DROPPED)
 			continue;
 		strscpy(ser_session->name, session->name,
 			sizeof(ser_session->name));
@@ -222,13 +212,7 @@ void lu_kho_write_table(void)
 	lu_root->table_size = lu_table_size;
 	lu_info("handing over %u sessions with %u files, %u subsystems\n",
 		nr_sessions, nr_files, nr_ss);
-
-	if (test_damage_handover == LU_DAMAGE_VERSION)
-		lu_root->version = LU_KHO_VERSION + 1;
-	else if (test_damage_handover == LU_DAMAGE_MAGIC)
-		lu_root->magic = ~LU_KHO_MAGIC;
-	else if (test_damage_handover == LU_DAMAGE_TABLE)
-		table->nr_files++;
+	lu_debug_damage(lu_root, table);
 }
 
 /**
@@ -248,19 +232,12 @@ static bool lu_name_valid(const u8 *name, size_t len)
 	return n && n < len;
 }
 
-/* Whether @token names a file in [first, first + nr) of @files. */
-static bool lu_token_in(const struct lu_ser_file *files, u32 first, u32 nr,
-			u64 token)
-{
-	u32 i;
-
-	for (i = first; i < first + nr; i++)
-		if (files[i].token == token)
-			return true;
-	return false;
-}
-
-/* Checks the whole table before anything is built from it. */
+/*
+ * Checks the table's shape before anything is built from it: sizes,
+ * ranges, names. Tokens (unique, dependencies before their dependents)
+ * are checked while the sessions are built, through each session's
+ * token index: O(n log n) in all.
+ */
 static const char *lu_kho_check_table(const void *base, size_t avail)
 {
 	const struct lu_ser_table *table = base;
@@ -268,8 +245,7 @@ static const char *lu_kho_check_table(const void *base, size_t avail)
 	const struct lu_ser_subsystem *subsystems;
 	const struct lu_ser_file *files;
 	struct lu_table_layout l;
-	const u64 *deps;
-	u32 i, j, k, next_file = 0;
+	u32 i, j, next_file = 0;
 
 	if (avail < sizeof(*table))
 		return "table larger than its block";
@@ -279,7 +255,6 @@ static const char *lu_kho_check_table(const void *base, size_t avail)
 		return "table larger than its block";
 	sessions = base + l.sessions;
 	files = base + l.files;
-	deps = base + l.deps;
 	subsystems = base + l.subsystems;
 	for (i = 0; i < table->nr_sessions; i++) {
 		const struct lu_ser_session *s = &sessions[i];
@@ -302,15 +277,6 @@ static const char *lu_kho_check_table(const void *base, size_t avail)
 			    f->first_dep > table->nr_deps ||
 			    f->nr_deps > table->nr_deps - f->first_dep)
 				return "bad dependency range";
-			if (lu_token_in(files, s->first_file, j - s->first_file,
-					f->token))
-				return "duplicate token";
-			/* Dependencies come first in their session. */
-			for (k = 0; k < f->nr_deps; k++)
-				if (!lu_token_in(files, s->first_file,
-						 j - s->first_file,
-						 deps[f->first_dep + k]))
-					return "dependency out of order";
 		}
 		next_file += s->nr_files;
 	}
@@ -374,85 +340,168 @@ static int lu_kho_build_incoming(const void *base)
 	return 0;
 }
 
-/**
- * lu_kho_load_incoming - read what the previous kernel handed over
- *
- * On any inconsistency nothing is taken over and one line says why; the
- * module still loads.
- */
-void lu_kho_load_incoming(void)
+/* The table of a load that failed: restored, and live until taken. */
+static struct folio *lu_kho_table_folio(const struct lu_ser_root *root)
 {
-	const struct lu_ser_table *table;
-	struct lu_ser_root *root;
 	struct folio *folio;
-	const char *why;
+
+	if (root->magic == LU_KHO_MAGIC_LOADING)
+		return virt_to_folio(phys_to_virt(root->table));
+	folio = kho_restore_folio(root->table);
+	if (!folio)
+		pr_err("liveupdate: hand-over table at %#llx not preserved, ignored\n",
+		       root->table);
+	return folio;
+}
+
+/*
+ * The root of what the previous kernel handed over, or NULL if there is
+ * nothing (left) to take: no KHO boot, no subtree, taken by an earlier
+ * load, or refused (one log line says why, and the root is marked taken).
+ */
+static struct lu_ser_root *lu_kho_incoming_root(void)
+{
+	struct lu_ser_root *root;
 	phys_addr_t phys;
 	size_t size;
 	int err;
 
 	if (!is_kho_boot())
-		return;
+		return NULL;
 	err = kho_retrieve_subtree(LU_KHO_SUBTREE, &phys, &size);
 	if (err == -ENOENT)
-		return;
+		return NULL;
 	if (err) {
 		pr_err("liveupdate: cannot read KHO subtree %s: %d\n",
 		       LU_KHO_SUBTREE, err);
-		return;
+		return NULL;
 	}
 	if (size < sizeof(*root)) {
 		pr_err("liveupdate: hand-over root too small (%zu bytes), ignored\n",
 		       size);
-		return;
+		return NULL;
 	}
 	/* The root stays reserved memory; it is read and marked in place. */
 	root = phys_to_virt(phys);
 	if (root->magic == LU_KHO_MAGIC_CONSUMED) {
 		lu_info("hand-over data already taken by an earlier load\n");
-		return;
+		return NULL;
 	}
+	if (root->magic == LU_KHO_MAGIC_LOADING)
+		return root;
 	if (root->magic != LU_KHO_MAGIC) {
 		pr_err("liveupdate: hand-over root has bad magic %#llx, ignored\n",
 		       root->magic);
-		return;
+		return NULL;
 	}
 	if (root->version != LU_KHO_VERSION) {
 		pr_err("liveupdate: hand-over format version %u unsupported (this module reads %u), ignored\n",
 		       root->version, LU_KHO_VERSION);
-		return;
+		return NULL;
 	}
-	root->magic = LU_KHO_MAGIC_CONSUMED;
 	if (!root->table) {
 		lu_info("no session was handed over\n");
-		return;
+		root->magic = LU_KHO_MAGIC_CONSUMED;
+		return NULL;
 	}
+	return root;
+}
 
-	folio = kho_restore_folio(root->table);
+static struct lu_ser_root *lu_in_root;
+static struct folio *lu_in_table;
+
+/**
+ * lu_kho_load_incoming - read what the previous kernel handed over
+ *
+ * Builds the incoming sessions and subsystems; lu_kho_commit_incoming()
+ * or lu_kho_abort_incoming() ends the load. Damaged data takes nothing
+ * over, with one log line, and is not an error: the module still loads.
+ *
+ * A failing module load must lose nothing: a restored page cannot be
+ * restored again, so once the table is restored the root says so
+ * (LU_KHO_MAGIC_LOADING) and keeps pointing at the now live table; a
+ * later load reads it in place. No file data is touched here.
+ *
+ * Return: 0, or -ENOMEM: nothing was taken over, and a later load may
+ * take it all.
+ */
+int lu_kho_load_incoming(void)
+{
+	const struct lu_ser_table *table;
+	struct lu_ser_root *root;
+	struct folio *folio;
+	const char *why;
+	int err;
+
+	root = lu_kho_incoming_root();
+	if (!root)
+		return 0;
+	folio = lu_kho_table_folio(root);
 	if (!folio) {
-		pr_err("liveupdate: hand-over table at %#llx not preserved, ignored\n",
-		       root->table);
-		return;
+		root->magic = LU_KHO_MAGIC_CONSUMED;
+		return 0;
 	}
+	root->magic = LU_KHO_MAGIC_LOADING;
 	table = folio_address(folio);
 	why = lu_kho_check_table(table, min_t(u64, root->table_size,
 					      folio_size(folio)));
 	if (why) {
 		pr_err("liveupdate: hand-over table rejected: %s\n", why);
+		root->magic = LU_KHO_MAGIC_CONSUMED;
 		folio_put(folio);
-		return;
+		return 0;
 	}
 	scoped_guard(mutex, &lu.lock)
 		err = lu_kho_build_incoming(table);
-	if (err) {
-		pr_err("liveupdate: cannot take over sessions: %d\n", err);
-		lu_session_discard_incoming();
-	} else {
-		lu_info("took over %u sessions with %u files, %u subsystems\n",
-			table->nr_sessions, table->nr_files,
-			table->nr_subsystems);
-		scoped_guard(mutex, &lu.lock)
-			if (lu.nr_in_sessions || lu.nr_in_subsystems)
-				lu.state = LIVEUPDATE_STATE_UPDATED;
+	if (err == -EBADMSG) {
+		lu_kho_abort_incoming();
+		pr_err("liveupdate: hand-over table rejected: duplicate token or dependency out of order\n");
+		root->magic = LU_KHO_MAGIC_CONSUMED;
+		folio_put(folio);
+		return 0;
 	}
-	folio_put(folio);
+	if (err) {
+		lu_kho_abort_incoming();
+		pr_err("liveupdate: cannot take over sessions now: %d; a later load will\n",
+		       err);
+		return err;
+	}
+	lu_in_root = root;
+	lu_in_table = folio;
+	return 0;
+}
+
+/**
+ * lu_kho_commit_incoming - the module loaded: the sessions are taken over
+ */
+void lu_kho_commit_incoming(void)
+{
+	const struct lu_ser_table *table;
+
+	if (!lu_in_root)
+		return;
+	table = folio_address(lu_in_table);
+	lu_info("took over %u sessions with %u files, %u subsystems\n",
+		table->nr_sessions, table->nr_files, table->nr_subsystems);
+	lu_in_root->magic = LU_KHO_MAGIC_CONSUMED;
+	folio_put(lu_in_table);
+	lu_in_root = NULL;
+	lu_in_table = NULL;
+	scoped_guard(mutex, &lu.lock)
+		if (lu.nr_in_sessions || lu.nr_in_subsystems)
+			lu.state = LIVEUPDATE_STATE_UPDATED;
+}
+
+/**
+ * lu_kho_abort_incoming - the module load failed: forget what was built
+ *
+ * The hand-over data itself is untouched, for the next load to take.
+ */
+void lu_kho_abort_incoming(void)
+{
+	lu_session_forget_incoming();
+	scoped_guard(mutex, &lu.lock)
+		lu_subsystems_release_incoming();
+	lu_in_root = NULL;
+	lu_in_table = NULL;
 }

@@ -61,6 +61,8 @@ union lu_ucmd_buffer {
  * Follows mainline's order of checks so that errnos match: unknown number
  * EINVAL, same number with other bits ENOTTY, wrong kind of session EINVAL,
  * short size EINVAL, non-zero unknown tail E2BIG.
+ *
+ * Return: the handler's result, or the decoding error.
  */
 long lu_ioctl_dispatch(const struct lu_ioctl_op *ops, size_t nr_ops,
 		       unsigned int kind, unsigned int cmd, unsigned long arg,
@@ -107,6 +109,8 @@ long lu_ioctl_dispatch(const struct lu_ioctl_op *ops, size_t nr_ops,
  *
  * Copies no more than the caller's size, so that older binaries with a
  * shorter struct keep working.
+ *
+ * Return: 0 or -EFAULT.
  */
 int lu_ucmd_respond(struct lu_ucmd *ucmd, size_t size)
 {
@@ -127,24 +131,31 @@ static int lu_check_name(const u8 *name)
 }
 
 /*
- * Hands a new session file to userspace: the fd is installed only after
- * the reply reached the caller, so a failing call leaves no fd behind.
+ * Hands a session to userspace as a new fd, iommufd's way: the fd number
+ * is reserved and the reply written first, then @open creates or takes
+ * the session (publishing it is its last step), and the fd is installed,
+ * which cannot fail. A failing call leaves no fd and changes nothing.
  */
-static int lu_install_session_fd(struct lu_ucmd *ucmd, s32 *fdp, size_t size,
-				 struct file *file)
+static int lu_session_fd(struct lu_ucmd *ucmd, s32 *fdp, size_t size,
+			 const u8 *uname,
+			 int (*open)(const char *name, struct file **filep))
 {
+	const char *name = (const char *)uname;
+	struct file *file;
 	int fd, err;
 
+	err = lu_check_name(uname);
+	if (err)
+		return err;
 	fd = get_unused_fd_flags(O_CLOEXEC);
-	if (fd < 0) {
-		fput(file);
+	if (fd < 0)
 		return fd;
-	}
 	*fdp = fd;
 	err = lu_ucmd_respond(ucmd, size);
+	if (!err)
+		err = open(name, &file);
 	if (err) {
 		put_unused_fd(fd);
-		fput(file);
 		return err;
 	}
 	fd_install(fd, file);
@@ -154,31 +165,17 @@ static int lu_install_session_fd(struct lu_ucmd *ucmd, s32 *fdp, size_t size,
 static int lu_ioctl_create_session(void *ctx, struct lu_ucmd *ucmd)
 {
 	struct liveupdate_ioctl_create_session *arg = ucmd->cmd;
-	struct file *file;
-	int err;
 
-	err = lu_check_name(arg->name);
-	if (err)
-		return err;
-	err = lu_session_create(arg->name, &file);
-	if (err)
-		return err;
-	return lu_install_session_fd(ucmd, &arg->fd, sizeof(*arg), file);
+	return lu_session_fd(ucmd, &arg->fd, sizeof(*arg), arg->name,
+			     lu_session_create);
 }
 
 static int lu_ioctl_retrieve_session(void *ctx, struct lu_ucmd *ucmd)
 {
 	struct liveupdate_ioctl_retrieve_session *arg = ucmd->cmd;
-	struct file *file;
-	int err;
 
-	err = lu_check_name(arg->name);
-	if (err)
-		return err;
-	err = lu_session_retrieve(arg->name, &file);
-	if (err)
-		return err;
-	return lu_install_session_fd(ucmd, &arg->fd, sizeof(*arg), file);
+	return lu_session_fd(ucmd, &arg->fd, sizeof(*arg), arg->name,
+			     lu_session_retrieve);
 }
 
 static const struct lu_ioctl_op lu_device_ops[] = {
@@ -268,21 +265,26 @@ static int __init lu_init(void)
 	err = lu_kho_init();
 	if (err)
 		goto err_handler;
-	lu_kho_load_incoming();
-	err = register_reboot_notifier(&lu_reboot_nb);
+	err = lu_kho_load_incoming();
 	if (err)
 		goto err_kho;
+	err = register_reboot_notifier(&lu_reboot_nb);
+	if (err)
+		goto err_incoming;
 	err = misc_register(&lu_miscdev);
 	if (err)
 		goto err_notifier;
+	/* Nothing can fail from here: take the sessions over, then publish. */
+	lu_kho_commit_incoming();
 	scoped_guard(mutex, &lu.lock)
 		lu.dev = lu_miscdev.this_device;
 	return 0;
 
 err_notifier:
 	unregister_reboot_notifier(&lu_reboot_nb);
+err_incoming:
+	lu_kho_abort_incoming();
 err_kho:
-	lu_discard_incoming();
 	lu_kho_exit();
 err_handler:
 	lu_unregister_file_handler(&lu_memfd_handler);

@@ -17,15 +17,24 @@
  * and come back as holes. The folios stay in the file: later writes
  * within the size land in preserved memory.
  *
- * Freeze (FREEZE): record the position; pages written into holes since
- * PREPARE are new folios, so preserve them too. The unfreeze step has
- * nothing to undo: late pages stay with the prepared ones.
+ * Freeze (FREEZE, and again in the reboot notifier): record the position
+ * and the seals; pages written into holes since PREPARE are new folios,
+ * so preserve them too. The published folio array is never changed in
+ * place: a new array with the late folios merged in is built and
+ * preserved first, then it replaces the old one in the header, and only
+ * then is the old one unpreserved and freed. A failure at any step
+ * releases the late folios and the new array, and the old array stays
+ * published. The unfreeze step has nothing to undo: late pages stay with
+ * the prepared ones.
  *
  * Retrieve (new kernel): the shmem internals that would insert the old
  * folios into a new file's page cache are not exported, so the data is
- * copied into a fresh shmem file, folio by folio, and each old folio is
- * freed right after its copy. A failure keeps what was copied and the
- * next retrieval resumes from there.
+ * copied into a fresh shmem file, straight into the folios shmem hands
+ * out (not through write(), which would obey the caller's RLIMIT_FSIZE),
+ * and each old folio is freed right after its copy. A transient failure
+ * keeps what was copied and the next retrieval resumes from there;
+ * damaged data (-EIO) fails every retrieval, and finish frees what it
+ * can trust.
  */
 #include <linux/bsearch.h>
 #include <linux/fcntl.h>
@@ -51,22 +60,29 @@
 #define LU_PIN_BATCH	64
 
 /**
+ * struct lu_folio_array - folio records, sorted by index
+ * @folios: vmalloc'ed array
+ * @nr:     used entries
+ * @cap:    allocated entries
+ */
+struct lu_folio_array {
+	struct lu_ser_folio *folios;
+	u64 nr;
+	u64 cap;
+};
+
+/**
  * struct lu_memfd - a memfd's hand-over state, in either kernel
  * @ser:     the preserved header (lu_file.data points at it)
- * @folios:  the folio array, vmalloc'ed
- * @nr:      used entries of @folios
- * @cap:     allocated entries of @folios (old kernel)
- * @published: the array is preserved in KHO and named by @ser
+ * @arr:     the folio records; old kernel: published in @ser once
+ *           prepared, and never changed while published
  * @file:    new kernel: the file being rebuilt
  * @next:    new kernel: first entry not yet copied
  * @pending: new kernel: a restored folio whose copy failed
  */
 struct lu_memfd {
 	struct lu_ser_memfd *ser;
-	struct lu_ser_folio *folios;
-	u64 nr;
-	u64 cap;
-	bool published;
+	struct lu_folio_array arr;
 	struct file *file;
 	u64 next;
 	struct folio *pending;
@@ -99,18 +115,19 @@ static unsigned int lu_ser_folio_order(const struct lu_ser_folio *f)
  * pinning them again.
  */
 struct lu_memfd_skip {
-	const struct lu_memfd *m;	/* its array may be reallocated */
-	u64 nr;
+	const struct lu_folio_array *arr;
 	u64 next;
 };
 
 static bool lu_memfd_skip(struct lu_memfd_skip *skip, pgoff_t index)
 {
-	const struct lu_ser_folio *folios = skip->m->folios;
+	const struct lu_folio_array *arr = skip->arr;
 
-	while (skip->next < skip->nr && folios[skip->next].index < index)
+	if (!arr)
+		return false;
+	while (skip->next < arr->nr && arr->folios[skip->next].index < index)
 		skip->next++;
-	return skip->next < skip->nr && folios[skip->next].index == index;
+	return skip->next < arr->nr && arr->folios[skip->next].index == index;
 }
 
 /*
@@ -163,19 +180,20 @@ static bool lu_memfd_next_run(struct address_space *mapping, pgoff_t from,
 	return found;
 }
 
-static int lu_memfd_grow(struct lu_memfd *m)
+/* Grows an array that is not published. */
+static int lu_folio_array_grow(struct lu_folio_array *arr)
 {
-	u64 cap = max_t(u64, 2 * m->cap, PAGE_SIZE / sizeof(*m->folios));
+	u64 cap = max_t(u64, 2 * arr->cap, PAGE_SIZE / sizeof(*arr->folios));
 	struct lu_ser_folio *folios;
 
 	folios = vmalloc_array(cap, sizeof(*folios));
 	if (!folios)
 		return -ENOMEM;
-	if (m->nr)
-		memcpy(folios, m->folios, m->nr * sizeof(*folios));
-	vfree(m->folios);
-	m->folios = folios;
-	m->cap = cap;
+	if (arr->nr)
+		memcpy(folios, arr->folios, arr->nr * sizeof(*folios));
+	vfree(arr->folios);
+	arr->folios = folios;
+	arr->cap = cap;
 	return 0;
 }
 
@@ -199,22 +217,25 @@ static int lu_memfd_cmp_folio(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Whether the first @nr_old (sorted) entries of @m hold @index. */
-static bool lu_memfd_has(struct lu_memfd *m, u64 nr_old, pgoff_t index)
+/* Whether @arr (sorted) holds @index. */
+static bool lu_folio_array_has(const struct lu_folio_array *arr,
+			       pgoff_t index)
 {
 	struct lu_ser_folio key = { .index = index };
 
-	return nr_old && bsearch(&key, m->folios, nr_old, sizeof(*m->folios),
-				 lu_memfd_cmp_folio);
+	return arr && arr->nr &&
+	       bsearch(&key, arr->folios, arr->nr, sizeof(*arr->folios),
+		       lu_memfd_cmp_folio);
 }
 
 /*
- * Pins and preserves the folios of [start, end] that are not among the
- * first @nr_old entries of @m, and adds them to @m.
+ * Pins and preserves the folios of [start, end] that are not in @skip,
+ * and adds them to @out.
  */
-static int lu_memfd_preserve_run(struct file *file, struct lu_memfd *m,
-				 u64 nr_old, pgoff_t start, pgoff_t end,
-				 loff_t size, struct folio **batch)
+static int lu_memfd_preserve_run(struct file *file, struct lu_folio_array *out,
+				 const struct lu_folio_array *skip,
+				 pgoff_t start, pgoff_t end, loff_t size,
+				 struct folio **batch)
 {
 	loff_t last_byte = min_t(loff_t, ((loff_t)end << PAGE_SHIFT) +
 					 PAGE_SIZE, size) - 1;
@@ -234,12 +255,12 @@ static int lu_memfd_preserve_run(struct file *file, struct lu_memfd *m,
 			struct folio *folio = batch[i];
 
 			next = folio->index + folio_nr_pages(folio);
-			if (lu_memfd_has(m, nr_old, folio->index)) {
+			if (lu_folio_array_has(skip, folio->index)) {
 				unpin_folio(folio);
 				continue;
 			}
-			if (m->nr == m->cap) {
-				err = lu_memfd_grow(m);
+			if (out->nr == out->cap) {
+				err = lu_folio_array_grow(out);
 				if (err)
 					goto err_unpin;
 			}
@@ -247,11 +268,11 @@ static int lu_memfd_preserve_run(struct file *file, struct lu_memfd *m,
 			err = kho_preserve_folio(folio);
 			if (err)
 				goto err_unpin;
-			m->folios[m->nr].index = folio->index;
-			m->folios[m->nr].pfn_order =
+			out->folios[out->nr].index = folio->index;
+			out->folios[out->nr].pfn_order =
 				(folio_pfn(folio) << LU_FOLIO_ORDER_BITS) |
 				folio_order(folio);
-			m->nr++;
+			out->nr++;
 		}
 		cond_resched();
 	}
@@ -262,24 +283,31 @@ err_unpin:
 	return err;
 }
 
-static void lu_memfd_release_folios(struct lu_memfd *m)
+/* Unpreserves and unpins the folios of an unpublished array, frees it. */
+static void lu_folio_array_release(struct lu_folio_array *arr)
 {
 	u64 i;
 
-	for (i = 0; i < m->nr; i++) {
-		struct folio *folio = lu_ser_folio_folio(&m->folios[i]);
+	for (i = 0; i < arr->nr; i++) {
+		struct folio *folio = lu_ser_folio_folio(&arr->folios[i]);
 
 		kho_unpreserve_folio(folio);
 		unpin_folio(folio);
 	}
-	vfree(m->folios);
+	vfree(arr->folios);
+	*arr = (struct lu_folio_array){};
 }
 
-/* Preserves the data pages of @file that the first @nr_old entries lack. */
-static int lu_memfd_preserve_folios(struct file *file, struct lu_memfd *m,
-				    u64 nr_old, loff_t size)
+/*
+ * Preserves the data pages of @file that @skip lacks into @out. On
+ * failure @out holds what was preserved; the caller releases it.
+ */
+static int lu_memfd_preserve_folios(struct file *file,
+				    struct lu_folio_array *out,
+				    const struct lu_folio_array *skip,
+				    loff_t size)
 {
-	struct lu_memfd_skip skip = { .m = m, .nr = nr_old };
+	struct lu_memfd_skip cursor = { .arr = skip };
 	struct folio **batch;
 	pgoff_t from = 0, start, end, last;
 	int err = 0;
@@ -291,9 +319,9 @@ static int lu_memfd_preserve_folios(struct file *file, struct lu_memfd *m,
 		return -ENOMEM;
 	last = (size - 1) >> PAGE_SHIFT;
 	while (from <= last &&
-	       lu_memfd_next_run(file->f_mapping, from, last, &skip, &start,
+	       lu_memfd_next_run(file->f_mapping, from, last, &cursor, &start,
 				 &end)) {
-		err = lu_memfd_preserve_run(file, m, nr_old, start, end, size,
+		err = lu_memfd_preserve_run(file, out, skip, start, end, size,
 					    batch);
 		if (err)
 			break;
@@ -346,52 +374,58 @@ static void lu_memfd_unpreserve(struct lu_file *lf)
 	lf->priv = NULL;
 }
 
-static u64 lu_memfd_bytes(struct lu_memfd *m)
+static u64 lu_folio_array_bytes(const struct lu_folio_array *arr)
 {
 	u64 i, bytes = 0;
 
-	for (i = 0; i < m->nr; i++)
-		bytes += PAGE_SIZE << lu_ser_folio_order(&m->folios[i]);
+	for (i = 0; i < arr->nr; i++)
+		bytes += PAGE_SIZE << lu_ser_folio_order(&arr->folios[i]);
 	return bytes;
 }
 
-/* Publishes the folio array; on failure the array is not in KHO. */
-static int lu_memfd_publish(struct lu_file *lf)
+/*
+ * Preserves @arr's memory in KHO and names it in @desc. An empty array
+ * is published as nothing.
+ */
+static int lu_folio_array_publish(const struct lu_folio_array *arr,
+				  struct kho_vmalloc *desc)
 {
-	struct lu_memfd *m = lf->priv;
-	int err = 0;
-
-	if (m->nr)
-		err = kho_preserve_vmalloc(m->folios, &m->ser->folios);
-	m->published = !err;
-	m->ser->nr_folios = err ? 0 : m->nr;
-	lf->bytes = lu_memfd_bytes(m);
-	return err;
+	*desc = (struct kho_vmalloc){};
+	return arr->nr ? kho_preserve_vmalloc(arr->folios, desc) : 0;
 }
 
-static void lu_memfd_unpublish(struct lu_memfd *m)
+static void lu_folio_array_unpublish(const struct lu_folio_array *arr,
+				     struct kho_vmalloc *desc)
 {
-	if (m->published && m->nr)
-		kho_unpreserve_vmalloc(&m->ser->folios);
-	m->published = false;
+	if (arr->nr)
+		kho_unpreserve_vmalloc(desc);
+	*desc = (struct kho_vmalloc){};
 }
 
+/* Undoes a successful lu_memfd_prepare(): back to preserved. */
 static void lu_memfd_cancel(struct lu_file *lf)
 {
 	struct lu_memfd *m = lf->priv;
 
-	lu_memfd_unpublish(m);
-	lu_memfd_release_folios(m);
+	lu_folio_array_unpublish(&m->arr, &m->ser->folios);
+	lu_folio_array_release(&m->arr);
 	kho_unpreserve_free(m->ser);
 	m->ser = NULL;
-	m->folios = NULL;
-	m->nr = 0;
-	m->cap = 0;
+}
+
+/* What may change after PREPARE and is recorded again at each freeze. */
+static void lu_memfd_record(struct lu_file *lf)
+{
+	struct lu_memfd *m = lf->priv;
+
+	m->ser->pos = READ_ONCE(lf->file->f_pos);
+	m->ser->seals = READ_ONCE(SHMEM_I(file_inode(lf->file))->seals);
 }
 
 /*
  * PREPARE: pin and preserve the pages that hold data, while the file is in
- * use. Later writes within the size land in these same pages.
+ * use, then publish the array. Later writes within the size land in these
+ * same pages.
  */
 static int lu_memfd_prepare(struct lu_file *lf)
 {
@@ -407,49 +441,146 @@ static int lu_memfd_prepare(struct lu_file *lf)
 	}
 	inode_lock(inode);
 	m->ser->size = i_size_read(inode);
-	m->ser->seals = SHMEM_I(inode)->seals;
-	err = lu_memfd_preserve_folios(lf->file, m, 0, m->ser->size);
+	err = lu_memfd_preserve_folios(lf->file, &m->arr, NULL, m->ser->size);
 	inode_unlock(inode);
 	if (!err)
-		err = lu_memfd_publish(lf);
+		err = lu_folio_array_publish(&m->arr, &m->ser->folios);
 	if (err) {
-		lu_memfd_cancel(lf);
+		lu_folio_array_release(&m->arr);
+		kho_unpreserve_free(m->ser);
+		m->ser = NULL;
 		return err;
 	}
+	m->ser->nr_folios = m->arr.nr;
+	lu_memfd_record(lf);
+	lf->bytes = lu_folio_array_bytes(&m->arr);
 	lf->data = virt_to_phys(m->ser);
 	return 0;
 }
 
+/* Merges two sorted arrays with distinct indices into a new one. */
+static int lu_folio_array_merge(const struct lu_folio_array *a,
+				const struct lu_folio_array *b,
+				struct lu_folio_array *out)
+{
+	u64 i = 0, j = 0, k = 0;
+
+	out->cap = a->nr + b->nr;
+	out->folios = vmalloc_array(out->cap, sizeof(*out->folios));
+	if (!out->folios)
+		return -ENOMEM;
+	while (i < a->nr || j < b->nr) {
+		if (j == b->nr ||
+		    (i < a->nr && a->folios[i].index < b->folios[j].index))
+			out->folios[k++] = a->folios[i++];
+		else
+			out->folios[k++] = b->folios[j++];
+	}
+	out->nr = k;
+	return 0;
+}
+
 /*
- * FREEZE: record the position, and preserve pages written into holes
- * since PREPARE (they are new folios), republishing the sorted array.
- * On failure the late pages stay with the prepared ones and CANCEL (or
- * the reboot notifier's drop) releases them all.
+ * FREEZE (and the reboot notifier's second freeze): record the position
+ * and seals, and carry pages written into holes since the last freeze.
+ * Reserve (the late folios, the merged array, its KHO preservation),
+ * then publish (the header names the new array), then retire the old
+ * array. A failure undoes the reservations; the old array stays.
  */
 static int lu_memfd_freeze(struct lu_file *lf)
 {
 	struct inode *inode = file_inode(lf->file);
+	struct lu_folio_array late = {}, merged = {};
 	struct lu_memfd *m = lf->priv;
-	u64 nr_old = m->nr;
+	struct kho_vmalloc desc = {};
 	int err;
 
-	m->ser->pos = READ_ONCE(lf->file->f_pos);
 	inode_lock(inode);
-	err = lu_memfd_preserve_folios(lf->file, m, nr_old, m->ser->size);
+	err = lu_memfd_preserve_folios(lf->file, &late, &m->arr, m->ser->size);
 	inode_unlock(inode);
-	if (m->nr == nr_old)
+	if (!err && late.nr)
+		err = lu_folio_array_merge(&m->arr, &late, &merged);
+	if (!err && late.nr)
+		err = lu_folio_array_publish(&merged, &desc);
+	if (err) {
+		vfree(merged.folios);
+		lu_folio_array_release(&late);
 		return err;
-	sort(m->folios, m->nr, sizeof(*m->folios), lu_memfd_cmp_folio, NULL);
-	lu_memfd_unpublish(m);
-	return lu_memfd_publish(lf) ?: err;
+	}
+	if (late.nr) {
+		lu_folio_array_unpublish(&m->arr, &m->ser->folios);
+		m->ser->folios = desc;
+		m->ser->nr_folios = merged.nr;
+		vfree(m->arr.folios);
+		m->arr = merged;
+		lf->bytes += lu_folio_array_bytes(&late);
+		vfree(late.folios);
+	}
+	lu_memfd_record(lf);
+	lu_debug_damage_folios(lf->token, m->arr.folios, m->arr.nr);
+	return 0;
 }
 
-/* New kernel: takes the header and the folio array out of KHO, once. */
+/* Largest i_size a memfd handed over may claim: what PRESERVE_FD allows. */
+#define LU_MEMFD_MAX_PAGES	((u64)UINT_MAX + 1)
+
+/*
+ * Checks the header and the folio array against each other before any
+ * folio is touched: the array's size, sorted distinct indices inside the
+ * file, sane orders, known seals. Return: why it is damaged, or NULL.
+ */
+static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
+{
+	u64 pages = DIV_ROUND_UP(ser->size, PAGE_SIZE);
+
+	if (ser->reserved)
+		return "reserved field set";
+	if (ser->size > MAX_LFS_FILESIZE || pages > LU_MEMFD_MAX_PAGES)
+		return "size out of range";
+	if (ser->seals & ~LU_MEMFD_SEALS)
+		return "unknown seals";
+	if (ser->pos > MAX_LFS_FILESIZE)
+		return "position out of range";
+	if (ser->nr_folios > pages)
+		return "more folios than pages";
+	if (ser->folios.total_pages !=
+	    DIV_ROUND_UP(ser->nr_folios * sizeof(struct lu_ser_folio),
+			 PAGE_SIZE))
+		return "folio array of the wrong size";
+	return NULL;
+}
+
+static const char *lu_memfd_check_folios(const struct lu_ser_memfd *ser,
+					 const struct lu_ser_folio *folios)
+{
+	u64 pages = DIV_ROUND_UP(ser->size, PAGE_SIZE);
+	u64 i;
+
+	for (i = 0; i < ser->nr_folios; i++) {
+		const struct lu_ser_folio *f = &folios[i];
+		unsigned int order = lu_ser_folio_order(f);
+
+		if (order > MAX_PAGE_ORDER || f->index >= pages ||
+		    !IS_ALIGNED(f->index, 1UL << order))
+			return "bad folio";
+		if (i && f->index < folios[i - 1].index +
+				    (1UL << lu_ser_folio_order(&folios[i - 1])))
+			return "folios unsorted or overlapping";
+	}
+	return NULL;
+}
+
+/*
+ * New kernel: takes the header and the folio array out of KHO, once.
+ * Damaged data gives -EIO; the header stays in @lf->priv with no folio
+ * to copy, so that finish frees it and leaves the folios, which cannot
+ * be trusted, reserved.
+ */
 static int lu_memfd_open_incoming(struct lu_file *lf)
 {
 	struct lu_memfd *m = lf->priv;
 	struct folio *folio;
-	u64 i, pages;
+	const char *why;
 
 	if (m)
 		return 0;
@@ -463,31 +594,22 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 		return -EIO;
 	}
 	m->ser = folio_address(folio);
-	m->nr = m->ser->nr_folios;
 	lf->priv = m;
-	if (!m->nr)
-		return 0;
-
-	if (m->nr > m->ser->folios.total_pages * (PAGE_SIZE / sizeof(*m->folios)))
-		goto bad;
-	m->folios = kho_restore_vmalloc(&m->ser->folios);
-	if (!m->folios)
-		goto bad;
-	pages = DIV_ROUND_UP(m->ser->size, PAGE_SIZE);
-	for (i = 0; i < m->nr; i++) {
-		const struct lu_ser_folio *f = &m->folios[i];
-		unsigned int order = lu_ser_folio_order(f);
-
-		if (order > MAX_PAGE_ORDER || f->index >= pages ||
-		    (i && f->index <= m->folios[i - 1].index))
-			goto bad;
+	why = lu_memfd_check(m->ser);
+	if (!why && m->ser->nr_folios) {
+		m->arr.folios = kho_restore_vmalloc(&m->ser->folios);
+		if (!m->arr.folios)
+			why = "folio array not preserved";
+		else
+			why = lu_memfd_check_folios(m->ser, m->arr.folios);
 	}
+	if (why) {
+		lu_err("memfd %llu: damaged hand-over data: %s\n", lf->token,
+		       why);
+		return -EIO;
+	}
+	m->arr.nr = m->ser->nr_folios;
 	return 0;
-
-bad:
-	lu_err("memfd %llu: damaged folio array\n", lf->token);
-	m->nr = 0;
-	return -EIO;
 }
 
 static struct file *lu_memfd_new_file(const struct lu_ser_memfd *ser)
@@ -505,18 +627,41 @@ static struct file *lu_memfd_new_file(const struct lu_ser_memfd *ser)
 	return file;
 }
 
-/* Copies one preserved folio into the new file and frees it. */
-static int lu_memfd_copy_folio(struct lu_memfd *m, struct folio *folio,
+/*
+ * Copies one preserved folio into the new file, straight into the folios
+ * that shmem allocates and accounts (no write(): no RLIMIT_FSIZE, no
+ * signal), then frees it.
+ */
+static int lu_memfd_copy_folio(struct lu_memfd *m, struct folio *old,
 			       pgoff_t index)
 {
+	struct inode *inode = file_inode(m->file);
 	loff_t pos = (loff_t)index << PAGE_SHIFT;
-	size_t len = min_t(u64, folio_size(folio), m->ser->size - pos);
-	ssize_t written;
+	size_t len = min_t(u64, folio_size(old), m->ser->size - pos);
+	size_t done = 0;
+	int err;
 
-	written = kernel_write(m->file, folio_address(folio), len, &pos);
-	if (written != len)
-		return written < 0 ? written : -ENOSPC;
-	folio_put(folio);
+	while (done < len) {
+		struct folio *new;
+		size_t offset, n;
+
+		err = shmem_get_folio(inode, (pos + done) >> PAGE_SHIFT,
+				      pos + len, &new, SGP_WRITE);
+		if (err)
+			return err;
+		offset = offset_in_folio(new, pos + done);
+		n = min(len - done, folio_size(new) - offset);
+		if (!folio_test_uptodate(new)) {
+			folio_zero_range(new, 0, folio_size(new));
+			folio_mark_uptodate(new);
+		}
+		memcpy_to_folio(new, offset, folio_address(old) + done, n);
+		folio_mark_dirty(new);
+		folio_unlock(new);
+		folio_put(new);
+		done += n;
+	}
+	folio_put(old);
 	return 0;
 }
 
@@ -537,8 +682,8 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 			return err;
 		}
 	}
-	for (; m->next < m->nr; m->next++) {
-		const struct lu_ser_folio *f = &m->folios[m->next];
+	for (; m->next < m->arr.nr; m->next++) {
+		const struct lu_ser_folio *f = &m->arr.folios[m->next];
 		struct folio *folio = m->pending;
 
 		if (!folio)
@@ -558,47 +703,60 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 	}
 
 	/* Writes are done: put the seals back and hand the file over. */
-	if (m->ser->seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+	if (m->ser->seals & F_SEAL_WRITE)
 		mapping_deny_writable(m->file->f_mapping);
 	SHMEM_I(file_inode(m->file))->seals = m->ser->seals;
-	m->file->f_pos = m->ser->pos;
+	vfs_setpos(m->file, m->ser->pos, MAX_LFS_FILESIZE);
 	lf->file = m->file;
-	vfree(m->folios);
+	vfree(m->arr.folios);
 	folio_put(virt_to_folio(m->ser));
 	kfree(m);
 	lf->priv = NULL;
 	return 0;
 }
 
-/* End of the hand-over: free what was never retrieved. */
-static u64 lu_memfd_finish(struct lu_file *lf)
+/*
+ * End of the hand-over: free what was never retrieved, also after a
+ * failed or partial retrieval. Folios of a damaged array stay reserved.
+ * Only opening the hand-over can fail (-ENOMEM), before anything is
+ * freed.
+ */
+static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 {
 	struct lu_memfd *m;
 	struct folio *folio;
-	u64 bytes = 0;
+	int err;
 
-	if (lf->file || lu_memfd_open_incoming(lf))
+	if (lf->state == LU_FILE_RETRIEVED)
 		return 0;
+	err = lu_memfd_open_incoming(lf);
+	if (err && err != -EIO)
+		return err;
+	/* Damaged data leaves only the header (and array) to free. */
 	m = lf->priv;
+	if (!m)
+		return 0;
 	if (m->pending) {
+		*bytes += folio_size(m->pending);
 		folio_put(m->pending);
 		m->next++;
 	}
-	for (; m->next < m->nr; m->next++) {
-		folio = kho_restore_folio(PFN_PHYS(m->folios[m->next].pfn_order >>
+	for (; m->next < m->arr.nr; m->next++) {
+		folio = kho_restore_folio(PFN_PHYS(m->arr.folios[m->next].pfn_order >>
 						   LU_FOLIO_ORDER_BITS));
 		if (folio) {
-			bytes += folio_size(folio);
+			*bytes += folio_size(folio);
 			folio_put(folio);
 		}
+		cond_resched();
 	}
 	if (m->file)
 		fput(m->file);
-	vfree(m->folios);
+	vfree(m->arr.folios);
 	folio_put(virt_to_folio(m->ser));
 	kfree(m);
 	lf->priv = NULL;
-	return bytes;
+	return 0;
 }
 
 /* No owner: files of liveupdate's own handler need no module reference. */

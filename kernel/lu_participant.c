@@ -35,6 +35,8 @@ static struct lu_file_handler *lu_handler_tryget(struct lu_file_handler *h)
 /**
  * lu_handler_for_file - the handler that can carry @file, with a reference
  * @file: the file
+ *
+ * Return: the handler, or NULL if none carries @file.
  */
 struct lu_file_handler *lu_handler_for_file(struct file *file)
 {
@@ -50,6 +52,8 @@ struct lu_file_handler *lu_handler_for_file(struct file *file)
 /**
  * lu_handler_get - the handler named @compatible, with a reference
  * @compatible: the handler's name
+ *
+ * Return: the handler, or NULL if none is registered under that name.
  */
 struct lu_file_handler *lu_handler_get(const char *compatible)
 {
@@ -152,6 +156,7 @@ int lu_register_subsystem(struct lu_subsystem *ss)
 	if (err)
 		return err;
 	ss->prepared = false;
+	ss->frozen = false;
 	ss->data = 0;
 	list_add_tail(&ss->list, &lu.subsystems);
 	lu.nr_subsystems++;
@@ -204,6 +209,7 @@ static void lu_subsystem_cancel(struct lu_subsystem *ss)
 		return;
 	ss->cancel(ss, ss->data);
 	ss->prepared = false;
+	ss->frozen = false;
 	ss->data = 0;
 	module_put(ss->owner);
 }
@@ -213,6 +219,8 @@ static void lu_subsystem_cancel(struct lu_subsystem *ss)
  * @failed: set to the name of the subsystem that failed
  *
  * On failure the subsystems prepared by this call are cancelled again.
+ *
+ * Return: 0 or the failing subsystem's error.
  */
 int lu_subsystems_prepare(const char **failed)
 {
@@ -245,7 +253,11 @@ int lu_subsystems_prepare(const char **failed)
  * lu_subsystems_freeze - FREEZE of every subsystem
  * @failed: set to the name of the subsystem that failed
  *
- * Freeze callbacks have no undo: a failure leaves the subsystems prepared.
+ * Each subsystem freezes once between PREPARE and CANCEL: the reboot
+ * notifier skips those FREEZE froze. Freeze callbacks have no undo: a
+ * failure leaves the subsystems prepared.
+ *
+ * Return: 0 or the failing subsystem's error.
  */
 int lu_subsystems_freeze(const char **failed)
 {
@@ -254,13 +266,14 @@ int lu_subsystems_freeze(const char **failed)
 
 	lockdep_assert_held(&lu.lock);
 	list_for_each_entry(ss, &lu.subsystems, list) {
-		if (!ss->freeze)
+		if (ss->frozen)
 			continue;
-		err = ss->freeze(ss, &ss->data);
+		err = ss->freeze ? ss->freeze(ss, &ss->data) : 0;
 		if (err) {
 			*failed = ss->name;
 			return err;
 		}
+		ss->frozen = true;
 	}
 	return 0;
 }

@@ -30,6 +30,30 @@
 
 #include "lu_internal.h"
 
+/* The transitions of enum lu_session_state, as bits of the new state. */
+static const unsigned int lu_session_moves[] = {
+	[LU_SESSION_OPEN] = BIT(LU_SESSION_HELD) | BIT(LU_SESSION_DROPPED),
+	[LU_SESSION_HELD] = BIT(LU_SESSION_DROPPED),
+	[LU_SESSION_PENDING] = BIT(LU_SESSION_RETRIEVED) |
+			       BIT(LU_SESSION_FINISHED),
+	[LU_SESSION_RETRIEVED] = BIT(LU_SESSION_FINISHED) |
+				 BIT(LU_SESSION_ORPHANED),
+	[LU_SESSION_ORPHANED] = BIT(LU_SESSION_FINISHED),
+};
+
+/**
+ * lu_session_set_state - move a session to @state
+ * @session: the session
+ * @state:   its new state, one the diagram allows from the current one
+ */
+void lu_session_set_state(struct lu_session *session,
+			  enum lu_session_state state)
+{
+	lockdep_assert_held(&lu.lock);
+	WARN_ON_ONCE(!(lu_session_moves[session->state] & BIT(state)));
+	session->state = state;
+}
+
 static struct lu_session *lu_session_find(struct list_head *list,
 					  const char *name)
 {
@@ -51,6 +75,7 @@ void lu_session_free(struct lu_session *session)
 	lu_file_unpreserve_all(session);
 	lu.nr_out_sessions--;
 	list_del(&session->node);
+	xa_destroy(&session->tokens);
 	kfree(session);
 }
 
@@ -58,47 +83,64 @@ void lu_session_free(struct lu_session *session)
  * lu_session_finish - end the hand-over of an incoming session
  * @session:  the session
  * @nr_files: incremented for each file that was never retrieved
+ * @bytes:    increased by the memory those files returned
  *
- * Return: the bytes of memory the files never retrieved returned.
+ * Return: 0, or an error (-ENOMEM) after which the files not finished
+ * yet stay for the next call.
  */
-u64 lu_session_finish(struct lu_session *session, unsigned int *nr_files)
+int lu_session_finish(struct lu_session *session, unsigned int *nr_files,
+		      u64 *bytes)
 {
-	u64 bytes;
+	int err;
 
 	lockdep_assert_held(&lu.lock);
-	if (session->finished)
+	if (session->state == LU_SESSION_FINISHED)
 		return 0;
-	bytes = lu_file_finish_all(session, nr_files);
-	session->finished = true;
+	err = lu_file_finish_all(session, nr_files, bytes);
+	if (err)
+		return err;
+	lu_session_set_state(session, LU_SESSION_FINISHED);
 	lu.nr_in_sessions--;
-	return bytes;
+	return 0;
 }
 
 /**
  * lu_session_drop_incoming - finish an incoming session and free it
  * @session:  the session, whose fd (if any) is gone or going
  * @nr_files: incremented for each file that was never retrieved
+ * @bytes:    increased by the memory those files returned
  *
- * Return: the bytes of memory the files never retrieved returned.
+ * Return: 0, or the finish's error: the session then stays, for FINISH
+ * or the module's exit to try again.
  */
-u64 lu_session_drop_incoming(struct lu_session *session,
-			     unsigned int *nr_files)
+int lu_session_drop_incoming(struct lu_session *session,
+			     unsigned int *nr_files, u64 *bytes)
 {
-	u64 bytes = lu_session_finish(session, nr_files);
+	int err = lu_session_finish(session, nr_files, bytes);
 
+	if (err)
+		return err;
 	list_del(&session->node);
+	xa_destroy(&session->tokens);
 	kfree(session);
-	return bytes;
+	return 0;
 }
 
 static int lu_session_release(struct inode *inode, struct file *file)
 {
 	struct lu_session *session = file->private_data;
 	unsigned int nr_files = 0;
+	u64 bytes = 0;
+	int err;
 
 	guard(mutex)(&lu.lock);
-	if (session->incoming) {
-		lu_session_drop_incoming(session, &nr_files);
+	if (lu_session_incoming(session)) {
+		err = lu_session_drop_incoming(session, &nr_files, &bytes);
+		if (err) {
+			lu_session_set_state(session, LU_SESSION_ORPHANED);
+			lu_err("session %s: finish failed: %d; FINISH will retry\n",
+			       session->name, err);
+		}
 		lu_state_session_finished();
 		return 0;
 	}
@@ -106,7 +148,7 @@ static int lu_session_release(struct inode *inode, struct file *file)
 	if (lu.rebooting)
 		return 0;
 	if (lu_state_holds_sessions())
-		session->orphaned = true;
+		lu_session_set_state(session, LU_SESSION_HELD);
 	else
 		lu_session_free(session);
 	return 0;
@@ -142,6 +184,11 @@ static int lu_session_preserve_fd_deps(void *ctx, struct lu_ucmd *ucmd)
 				arg->nr_deps);
 }
 
+/*
+ * The fd number is reserved and the reply written before the file is
+ * retrieved, so that nothing can fail after it: a retrieved file is
+ * handed out whole or not at all.
+ */
 static int lu_session_retrieve_fd(void *ctx, struct lu_ucmd *ucmd)
 {
 	struct liveupdate_session_retrieve_fd *arg = ucmd->cmd;
@@ -152,22 +199,18 @@ static int lu_session_retrieve_fd(void *ctx, struct lu_ucmd *ucmd)
 	fd = get_unused_fd_flags(O_CLOEXEC);
 	if (fd < 0)
 		return fd;
-	scoped_guard(mutex, &lu.lock)
-		err = lu_file_retrieve(session, arg->token, &file);
-	if (err)
-		goto err_fd;
 	arg->fd = fd;
 	err = lu_ucmd_respond(ucmd, sizeof(*arg));
+	if (!err) {
+		scoped_guard(mutex, &lu.lock)
+			err = lu_file_retrieve(session, arg->token, &file);
+	}
 	if (err) {
-		fput(file);
-		goto err_fd;
+		put_unused_fd(fd);
+		return err;
 	}
 	fd_install(fd, file);
 	return 0;
-
-err_fd:
-	put_unused_fd(fd);
-	return err;
 }
 
 static int lu_session_ioctl_finish(void *ctx, struct lu_ucmd *ucmd)
@@ -175,13 +218,16 @@ static int lu_session_ioctl_finish(void *ctx, struct lu_ucmd *ucmd)
 	struct liveupdate_session_finish *arg = ucmd->cmd;
 	struct lu_session *session = ctx;
 	unsigned int nr_files = 0;
+	u64 bytes = 0;
+	int err;
 
 	if (arg->reserved)
 		return -EINVAL;
 	guard(mutex)(&lu.lock);
-	lu_session_finish(session, &nr_files);
-	lu_state_session_finished();
-	return 0;
+	err = lu_session_finish(session, &nr_files, &bytes);
+	if (!err)
+		lu_state_session_finished();
+	return err;
 }
 
 static int lu_session_get_name(void *ctx, struct lu_ucmd *ucmd)
@@ -219,7 +265,7 @@ static long lu_session_ioctl(struct file *file, unsigned int cmd,
 	struct lu_session *session = file->private_data;
 
 	return lu_ioctl_dispatch(lu_session_ops, ARRAY_SIZE(lu_session_ops),
-				 session->incoming ? LU_IOCTL_INCOMING :
+				 lu_session_incoming(session) ? LU_IOCTL_INCOMING :
 						     LU_IOCTL_OUTGOING,
 				 cmd, arg, session);
 }
@@ -244,6 +290,8 @@ static struct file *lu_session_getfile(struct lu_session *session)
  * lu_session_create - create an outgoing session
  * @name:  a valid name (checked by the caller)
  * @filep: the session's new file
+ *
+ * Return: 0, -EBUSY once frozen, -EEXIST for a name in use, or -ENOMEM.
  */
 int lu_session_create(const char *name, struct file **filep)
 {
@@ -263,7 +311,9 @@ int lu_session_create(const char *name, struct file **filep)
 	if (!session)
 		return -ENOMEM;
 	strscpy(session->name, name, sizeof(session->name));
+	session->state = LU_SESSION_OPEN;
 	INIT_LIST_HEAD(&session->files);
+	xa_init(&session->tokens);
 	file = lu_session_getfile(session);
 	if (IS_ERR(file)) {
 		kfree(session);
@@ -279,6 +329,9 @@ int lu_session_create(const char *name, struct file **filep)
  * lu_session_retrieve - take an incoming session
  * @name:  a valid name (checked by the caller)
  * @filep: the session's new file
+ *
+ * Return: 0, -ENOENT for an unknown name, -EINVAL if it was taken
+ * already, or -ENOMEM.
  */
 int lu_session_retrieve(const char *name, struct file **filep)
 {
@@ -289,12 +342,12 @@ int lu_session_retrieve(const char *name, struct file **filep)
 	session = lu_session_find(&lu.incoming, name);
 	if (!session)
 		return -ENOENT;
-	if (session->retrieved)
+	if (session->state != LU_SESSION_PENDING)
 		return -EINVAL;
 	file = lu_session_getfile(session);
 	if (IS_ERR(file))
 		return PTR_ERR(file);
-	session->retrieved = true;
+	lu_session_set_state(session, LU_SESSION_RETRIEVED);
 	*filep = file;
 	return 0;
 }
@@ -303,6 +356,8 @@ int lu_session_retrieve(const char *name, struct file **filep)
  * lu_session_add_incoming - add a session read from the hand-over data
  * @name:     its name, already validated
  * @sessionp: the new session
+ *
+ * Return: 0 or -ENOMEM.
  */
 int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
 {
@@ -314,7 +369,8 @@ int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
 		return -ENOMEM;
 	strscpy(session->name, name, sizeof(session->name));
 	INIT_LIST_HEAD(&session->files);
-	session->incoming = true;
+	xa_init(&session->tokens);
+	session->state = LU_SESSION_PENDING;
 	list_add_tail(&session->node, &lu.incoming);
 	lu.nr_in_sessions++;
 	*sessionp = session;
@@ -325,17 +381,44 @@ int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
  * lu_session_discard_incoming - free incoming sessions nobody retrieved
  *
  * Retrieved sessions hold a module reference through their fd, so at
- * module exit only unretrieved ones remain.
+ * module exit only unretrieved ones remain, and orphaned ones whose
+ * finish failed (their memory stays reserved if it fails again).
  */
 void lu_session_discard_incoming(void)
 {
 	struct lu_session *session, *next;
 	unsigned int nr_files = 0;
+	u64 bytes = 0;
 
 	guard(mutex)(&lu.lock);
 	list_for_each_entry_safe(session, next, &lu.incoming, node) {
-		if (WARN_ON_ONCE(session->retrieved))
-			continue;
-		lu_session_drop_incoming(session, &nr_files);
+		if (lu_session_drop_incoming(session, &nr_files, &bytes)) {
+			lu_err("session %s: its memory stays reserved\n",
+			       session->name);
+			lu_file_forget_all(session);
+			list_del(&session->node);
+			xa_destroy(&session->tokens);
+			kfree(session);
+		}
 	}
+}
+
+/**
+ * lu_session_forget_incoming - free the incoming sessions, not their data
+ *
+ * A module load that failed: the files' hand-over data stays reserved,
+ * untouched, for the next load to take over.
+ */
+void lu_session_forget_incoming(void)
+{
+	struct lu_session *session, *next;
+
+	guard(mutex)(&lu.lock);
+	list_for_each_entry_safe(session, next, &lu.incoming, node) {
+		lu_file_forget_all(session);
+		list_del(&session->node);
+		xa_destroy(&session->tokens);
+		kfree(session);
+	}
+	lu.nr_in_sessions = 0;
 }

@@ -75,6 +75,8 @@ static void lu_state_set(unsigned int state, unsigned int event)
 
 /**
  * lu_state_holds_sessions - whether closing a session fd keeps the session
+ *
+ * Return: true between PREPARE and CANCEL or the kexec.
  */
 bool lu_state_holds_sessions(void)
 {
@@ -191,7 +193,7 @@ static int lu_event_cancel(struct liveupdate_set_event *arg)
 	lu_subsystems_cancel();
 	list_for_each_entry_safe_reverse(session, next, &lu.outgoing, node) {
 		lu_file_cancel_all(session);
-		if (session->orphaned)
+		if (session->state == LU_SESSION_HELD)
 			lu_session_free(session);
 	}
 	lu_state_set(LIVEUPDATE_STATE_NORMAL, LIVEUPDATE_EVENT_CANCEL);
@@ -203,19 +205,24 @@ static int lu_event_cancel(struct liveupdate_set_event *arg)
 static int lu_event_finish(struct liveupdate_set_event *arg)
 {
 	struct lu_session *session, *next;
+	int err;
 
 	if (lu.state != LIVEUPDATE_STATE_UPDATED)
 		return -EBUSY;
 	list_for_each_entry_safe(session, next, &lu.incoming, node) {
 		/* Retrieved sessions stay until their fd is closed. */
-		if (session->retrieved) {
-			arg->nr_bytes += lu_session_finish(session,
-							   &arg->nr_files);
+		if (session->state == LU_SESSION_RETRIEVED ||
+		    session->state == LU_SESSION_FINISHED) {
+			err = lu_session_finish(session, &arg->nr_files,
+						&arg->nr_bytes);
 		} else {
-			arg->nr_bytes += lu_session_drop_incoming(session,
-								  &arg->nr_files);
-			arg->nr_sessions++;
+			err = lu_session_drop_incoming(session, &arg->nr_files,
+						       &arg->nr_bytes);
+			arg->nr_sessions += !err;
 		}
+		/* What is finished stays finished; a retry does the rest. */
+		if (err)
+			return lu_event_failed(arg, session->name, 0, err);
 	}
 	lu_subsystems_finish();
 	lu_state_set(LIVEUPDATE_STATE_NORMAL, LIVEUPDATE_EVENT_FINISH);
@@ -272,9 +279,12 @@ int lu_ioctl_get_state(void *ctx, struct lu_ucmd *ucmd)
 /**
  * lu_state_kexec - the kexec reboot notifier's part
  *
- * Prepares and freezes what userspace did not, session by session. A
- * session that fails is dropped from the hand-over (the kexec cannot be
- * refused any more); then the table is written for the next kernel.
+ * Prepares and freezes what userspace did not, session by session, and
+ * freezes frozen files once more so that writes into holes, positions
+ * and seals changed since FREEZE are carried too. A session that fails
+ * is dropped from the hand-over (the kexec cannot be refused any more);
+ * a file whose second freeze fails keeps what FREEZE published. Then the
+ * table is written for the next kernel.
  */
 void lu_state_kexec(void)
 {
@@ -285,6 +295,8 @@ void lu_state_kexec(void)
 
 	guard(mutex)(&lu.lock);
 	list_for_each_entry(session, &lu.outgoing, node) {
+		/* Frozen files first: carry what changed since FREEZE. */
+		lu_file_refreeze_all(session);
 		err = lu_file_order(session, &token);
 		if (!err)
 			err = lu_file_prepare_all(session, &token);
@@ -294,9 +306,10 @@ void lu_state_kexec(void)
 			pr_err("liveupdate: kexec: session %s is NOT carried over: token %llu failed: %d\n",
 			       session->name, token, err);
 			lu_file_cancel_all(session);
-			session->dropped = true;
+			lu_session_set_state(session, LU_SESSION_DROPPED);
 		}
 	}
+	/* Prepared and frozen subsystems are skipped: each step runs once. */
 	err = lu_subsystems_prepare(&name);
 	if (!err)
 		err = lu_subsystems_freeze(&name);

@@ -3,9 +3,13 @@
 
 A plan is a text file with one shell command per line; line N runs in the
 guest's Nth kernel (the first is booted by QEMU, each next one is reached
-by `kexec -s` from the previous). Commands run in the checkout, inside the
-host's root filesystem shared read-only over 9p, with liveupdate.ko loaded
-first unless --no-module. /run/out in the guest is a writable directory
+by `kexec -s` from the previous). A line may start with "[N]": the stage
+must then report exactly N tests passed (kselftest "# Totals:" lines and
+pytest summaries on the console are added up) and none skipped, failed
+or in error, so a stage that silently ran nothing or skipped fails.
+Commands run in the checkout, inside the host's root filesystem shared
+read-only over 9p, with liveupdate.ko (--module) loaded first unless the
+line starts with "[N manual-load]": then the command loads it. /run/out in the guest is a writable directory
 of the host that survives the kexecs: stages leave data there for later
 stages. The exit status is 0 only if every stage passed.
 """
@@ -30,10 +34,70 @@ CHECKOUT = HERE.parent
 # The guest mounts tmpfs on /tmp and /run, so the checkout (which may live
 # under /tmp) gets its own share, mounted here.
 GUEST_CHECKOUT = "/run/checkout"
-BASE_APPEND = "console=ttyS0 kho=on panic=-1 oops=panic loglevel=4"
+# loglevel=5 puts every warning on the console; a WARN panics the guest.
+BASE_APPEND = "console=ttyS0 kho=on panic=-1 oops=panic panic_on_warn=1 loglevel=5"
 STAGE_RE = re.compile(r"LU-STAGE (\d+)/(\d+) (BEGIN|RESULT)(.*)")
-# Kernel lines that mean the guest is broken whatever the verdict says.
-FATAL_RE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops|general protection")
+# Kernel lines that mean the guest is broken whatever the verdict says:
+# oopses, WARN (lockdep, DEBUG_LIST and DEBUG_OBJECTS report through it),
+# KASAN and KFENCE ("BUG: KASAN"), soft lockups, hung tasks, RCU stalls,
+# and the leaks stage.sh finds with kmemleak.
+FATAL_RE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops|general protection|"
+                      r"INFO: task .* blocked|detected stalls|LU-GUEST kmemleak")
+EXPECT_RE = re.compile(r"^\[(\d+)( manual-load)?\]\s+(.*)$")
+# How stage.sh learns that a stage loads the module itself.
+MANUAL_LOAD = "#manual-load "
+KSFT_TOTALS_RE = re.compile(r"# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) "
+                            r"skip:(\d+) error:(\d+)")
+PYTEST_SUMMARY_RE = re.compile(r"^=*\s*((?:\d+ [a-z]+(?:, )?)+) in [\d.]+s")
+
+
+class Counts:
+    """Tests a stage reported: passed, and everything that is not a pass."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.other: dict[str, int] = {}
+
+    def add(self, what: str, n: int) -> None:
+        if what == "passed":
+            self.passed += n
+        elif n and what not in ("deselected", "warning", "warnings"):
+            self.other[what] = self.other.get(what, 0) + n
+
+    def parse(self, line: str) -> None:
+        m = KSFT_TOTALS_RE.search(line)
+        if m:
+            for what, n in zip(("passed", "failed", "xfailed", "xpassed", "skipped", "error"),
+                               m.groups(), strict=True):
+                self.add(what, int(n))
+            return
+        m = PYTEST_SUMMARY_RE.search(line)
+        if m:
+            for part in m.group(1).split(", "):
+                n, what = part.split(" ", 1)
+                self.add(what, int(n))
+
+    def check(self, expected: int) -> str | None:
+        """Why the stage's tests do not prove it ran what it should, or None."""
+        if self.other:
+            return f"{self.passed} passed, but also {self.other}"
+        if self.passed != expected:
+            return f"{self.passed} tests passed, the plan expects {expected}"
+        return None
+
+
+def parse_plan(text: str) -> list[tuple[int | None, str]]:
+    """The plan's stages: (tests expected or None, command as stage.sh reads it)."""
+    stages: list[tuple[int | None, str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = EXPECT_RE.match(line.strip())
+        if m:
+            stages.append((int(m.group(1)), (MANUAL_LOAD if m.group(2) else "") + m.group(3)))
+        else:
+            stages.append((None, line))
+    return stages
 
 
 def guest_path(path: Path) -> str:
@@ -77,6 +141,8 @@ class Console:
         self.verdict: str | None = None
         self.results: dict[int, str] = {}
         self.fatal: list[str] = []
+        self.counts: dict[int, Counts] = {}
+        self.current: int | None = None
 
     def line(self, line: str) -> None:
         stamp = time.monotonic() - self.start
@@ -86,10 +152,16 @@ class Console:
         m = STAGE_RE.search(line)
         if m:
             stage, what, rest = f"{m.group(1)}/{m.group(2)}", m.group(3), m.group(4).strip()
-            if what == "RESULT":
+            if what == "BEGIN":
+                self.current = int(m.group(1))
+                self.counts[self.current] = Counts()
+            else:
                 self.results[int(m.group(1))] = rest.split()[0]
+                self.current = None
             word = "started" if what == "BEGIN" else f"exit {rest}"
             print(f"run.py: [{stamp:7.1f} s] stage {stage} {word}", flush=True)
+        elif self.current is not None:
+            self.counts[self.current].parse(line)
         if "LU-VERDICT" in line:
             self.verdict = line.split("LU-VERDICT", 1)[1].strip()
         if FATAL_RE.search(line):
@@ -140,7 +212,8 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true", help="do not echo the serial console")
     args = parser.parse_args()
 
-    plan = [line for line in args.plan.read_text().splitlines() if line.strip()]
+    stages = parse_plan(args.plan.read_text())
+    plan = [command for _, command in stages]
     if not plan:
         sys.exit(f"run.py: {args.plan} has no stage")
     out = args.out or Path(tempfile.mkdtemp(prefix="lu-run-"))
@@ -182,6 +255,13 @@ def main() -> int:
     elapsed = time.monotonic() - start
     ok = verdict == "PASS" and len(results) == len(plan) and not fatal
     ok = ok and all(rc == "0" for rc in results.values())
+    for number, (expected, _) in enumerate(stages, 1):
+        why = None
+        if expected is not None:
+            why = console.counts.get(number, Counts()).check(expected)
+        if why:
+            print(f"run.py: stage {number}: {why}", flush=True)
+            ok = False
     if not ok:
         tail = (out / "serial.log").read_text().splitlines()[-60:]
         print("run.py: serial log tail:\n" + "\n".join(tail), flush=True)

@@ -9,6 +9,7 @@
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
+#include "lu_stage.h"
 
 #define SESSION		"c-memfds"
 #define CLOSED_SESSION	"c-closed"
@@ -39,12 +40,6 @@ static const off_t sparse_pages[] = { 0, 17 * MIB + 3 * PAGE, 40 * MIB, SPARSE_S
 #define NR_SPARSE	4
 #define LATE_SPARSE	2
 
-static int stage(void)
-{
-	const char *s = getenv("LU_STAGE");
-
-	return s ? atoi(s) : 0;
-}
 
 /* Seed of token @t's data in kernel @k: token 2 changes in kernel 2. */
 static uint32_t seed(int t, int k)
@@ -149,8 +144,6 @@ TEST(kernel1_preserve)
 	int fds[NR_TOKENS + 1];
 	int dev, closed, fd;
 
-	if (stage() != 1)
-		SKIP(return, "runs in kernel 1");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	make_memfds(_metadata, fds);
@@ -176,8 +169,6 @@ TEST(kernel2_check_and_preserve_again)
 	struct stat st, st_again;
 	int dev, session, early, again;
 
-	if (stage() != 2)
-		SKIP(return, "runs in kernel 2");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	EXPECT_EQ(-ENOENT, lu_retrieve_session(dev, CLOSED_SESSION));
@@ -214,8 +205,6 @@ TEST(kernel3_check)
 	int fds[NR_TOKENS + 1];
 	int dev, session;
 
-	if (stage() != 3)
-		SKIP(return, "runs in kernel 3");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	EXPECT_EQ(-ENOENT, lu_retrieve_session(dev, "c-early"));
@@ -224,4 +213,7 @@ TEST(kernel3_check)
 	ASSERT_EQ(0, lu_finish(session));
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	return lu_staged_main(argc, argv);
+}

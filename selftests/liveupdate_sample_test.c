@@ -16,20 +16,16 @@
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
+#include "lu_stage.h"
 #include "../kernel/samples/lu_sample.h"
 
 #define MIB		(1024ULL * 1024)
 #define PAGE		4096ULL
 #define SAMPLE_DEV	"/dev/lu_sample"
-#define SAMPLE_MODULE	"kernel/samples/lu_sample.ko"
+/* Beside the liveupdate.ko that the runner loads (LU_MODULE). */
+#define SAMPLE_INSMOD	"insmod \"$(dirname \"$LU_MODULE\")/samples/lu_sample.ko\""
 #define SEED		41
 
-static int stage(void)
-{
-	const char *s = getenv("LU_STAGE");
-
-	return s ? atoi(s) : 0;
-}
 
 static int create_slot(int memfd, uint64_t offset, uint64_t length,
 		       const char *label)
@@ -80,8 +76,6 @@ TEST(kernel1_dependency_errors)
 	int dev, session, a, b, slot;
 	uint64_t one = 1, two = 2;
 
-	if (stage() != 1)
-		SKIP(return, "runs in kernel 1");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	a = lu_pattern_memfd(PAGE, 1);
@@ -154,8 +148,6 @@ TEST(kernel1_slots_across_kexec)
 	int dev, session, unclaimed, memfd, other, s1, s2, s3, late;
 	FILE *f;
 
-	if (stage() != 1)
-		SKIP(return, "runs in kernel 1");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	memfd = lu_pattern_memfd(MIB, SEED);
@@ -217,8 +209,6 @@ TEST(kernel2_slot_waits_for_its_handler)
 	char buf[8];
 	FILE *f;
 
-	if (stage() != 2)
-		SKIP(return, "runs in kernel 2");
 	f = fopen(generation_file(), "r");
 	ASSERT_NE(NULL, f);
 	ASSERT_EQ(1, fscanf(f, "%llu", &generation));
@@ -229,7 +219,7 @@ TEST(kernel2_slot_waits_for_its_handler)
 	ASSERT_LE(0, session);
 	EXPECT_EQ(-ENOPKG, lu_retrieve(session, 2));
 
-	ASSERT_EQ(0, system("insmod " SAMPLE_MODULE));
+	ASSERT_EQ(0, system(SAMPLE_INSMOD));
 	EXPECT_EQ(generation, sample_info().handed_over);
 
 	/* The slot brings its memfd along: retrieved first, behind the scenes. */
@@ -276,4 +266,7 @@ TEST(kernel2_slot_waits_for_its_handler)
 	close(dev);
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	return lu_staged_main(argc, argv);
+}

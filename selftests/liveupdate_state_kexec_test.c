@@ -10,12 +10,13 @@
  *     reboot notifier and is dropped.
  *  3. the notifier carried the good session; finishing the last session
  *     returns to NORMAL without a FINISH event.
- * Each test runs in the stage its name says (LU_STAGE) and skips in others.
+ * Each test runs in the stage its name says (LU_STAGE).
  */
 #include <sys/wait.h>
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
+#include "lu_stage.h"
 #include "lu_expect.h"
 
 #define MIB		(1024ULL * 1024)
@@ -26,12 +27,6 @@
 
 enum { SEED_KEPT = 31, SEED_LATE, SEED_KILLED, SEED_UNCLAIMED, SEED_AUTO, SEED_GONE };
 
-static int stage(void)
-{
-	const char *s = getenv("LU_STAGE");
-
-	return s ? atoi(s) : 0;
-}
 
 /*
  * Creates session @name holding, under @token, a memfd of @size bytes
@@ -103,8 +98,6 @@ TEST(kernel1_cancel_from_each_state)
 	struct liveupdate_get_state st;
 	int dev, session, i, e;
 
-	if (stage() != 1)
-		SKIP(return, "runs in kernel 1");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	/* Session i lives through i events, is closed, then cancelled. */
@@ -130,8 +123,6 @@ TEST(kernel1_prepare_freeze_kexec)
 	int dev, kept, unclaimed, fd;
 	pid_t killed;
 
-	if (stage() != 1)
-		SKIP(return, "runs in kernel 1");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	kept = session_with_memfd(dev, "kept", KEPT_SIZE, LATE_PAGE - MIB, SEED_KEPT, 1, &fd);
@@ -164,8 +155,6 @@ TEST(kernel2_updated_until_finish)
 	long before;
 	pid_t pid;
 
-	if (stage() != 2)
-		SKIP(return, "runs in kernel 2");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	lu_expect_state(_metadata, dev, LIVEUPDATE_STATE_UPDATED, "updated");
@@ -232,8 +221,6 @@ TEST(kernel2_kexec_without_events)
 {
 	int dev;
 
-	if (stage() != 2)
-		SKIP(return, "runs in kernel 2");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	ASSERT_LE(0, session_with_memfd(dev, "auto", KEPT_SIZE, KEPT_SIZE, SEED_AUTO, 1, NULL));
@@ -247,8 +234,6 @@ TEST(kernel3_notifier_carried)
 {
 	int dev, session, fd;
 
-	if (stage() != 3)
-		SKIP(return, "runs in kernel 3");
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	lu_expect_state(_metadata, dev, LIVEUPDATE_STATE_UPDATED, "updated");
@@ -266,4 +251,7 @@ TEST(kernel3_notifier_carried)
 	close(dev);
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	return lu_staged_main(argc, argv);
+}

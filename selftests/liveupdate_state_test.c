@@ -87,7 +87,7 @@ TEST_F(st, wrong_state_events)
 	EXPECT_EQ(-EBUSY, lu_event(self->dev, LIVEUPDATE_EVENT_FREEZE, NULL));
 	EXPECT_EQ(-EBUSY, lu_event(self->dev, LIVEUPDATE_EVENT_CANCEL, NULL));
 	EXPECT_EQ(-EBUSY, lu_event(self->dev, LIVEUPDATE_EVENT_FINISH, NULL));
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+	for (i = 0; i < ARRAY_SIZE(bad); i++)
 		EXPECT_EQ(-EOPNOTSUPP, lu_event(self->dev, bad[i], NULL));
 	ev.size = offsetof(struct liveupdate_set_event, err_session);
 	ev.event = LIVEUPDATE_EVENT_PREPARE;
@@ -421,7 +421,7 @@ TEST_F(st, uevents)
 	sock = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
 	ASSERT_LE(0, sock);
 	ASSERT_EQ(0, bind(sock, (struct sockaddr *)&addr, sizeof(addr)));
-	for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+	for (i = 0; i < ARRAY_SIZE(steps); i++) {
 		ASSERT_EQ(0, lu_event(self->dev, steps[i].event, NULL));
 		snprintf(want, sizeof(want), "LIVEUPDATE_EVENT=%s", steps[i].name);
 		state[0] = 0;

@@ -3,28 +3,14 @@
  * liveupdate in one kernel: the device, session and preserve errors, each
  * with its errno, and that no failing call leaves an fd or state behind.
  */
-#include <dirent.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
-
-static int count_fds(void)
-{
-	DIR *dir = opendir("/proc/self/fd");
-	struct dirent *de;
-	int n = 0;
-
-	if (!dir)
-		return -1;
-	while ((de = readdir(dir)))
-		n += de->d_name[0] != '.';
-	closedir(dir);
-	return n - 1;	/* the directory's own fd */
-}
 
 static int new_memfd(size_t size)
 {
@@ -76,6 +62,37 @@ TEST(device_node)
 	close(b);
 }
 
+/*
+ * No capability is checked: the node's 0600 keeps other users out, and a
+ * session fd that root hands to another user works for that user, as
+ * any fd does.
+ */
+TEST_F(dev, unprivileged_user)
+{
+	int status, memfd;
+	pid_t pid;
+
+	close(self->dev);	/* the device opens once at a time */
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		if (setgid(1000) || setuid(1000))
+			_exit(10);
+		if (open(LU_DEVICE, O_RDWR) >= 0 || errno != EACCES)
+			_exit(11);
+		memfd = memfd_create("user", MFD_CLOEXEC);
+		if (memfd < 0 || lu_preserve(self->session, memfd, 7))
+			_exit(12);
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_EQ(0, WEXITSTATUS(status));
+	self->dev = open(LU_DEVICE, O_RDWR);
+	ASSERT_LE(0, self->dev);
+	/* The user's memfd is in root's session. */
+	EXPECT_EQ(-EEXIST, lu_preserve(self->session, self->dev, 7));
+}
+
 TEST_F(dev, session_fd)
 {
 	struct liveupdate_session_get_name arg = { .size = sizeof(arg) };
@@ -98,7 +115,7 @@ TEST_F(dev, session_fd)
 TEST_F(dev, session_names)
 {
 	struct liveupdate_ioctl_create_session arg = { .size = sizeof(arg) };
-	int fds = count_fds();
+	int fds = lu_count_fds();
 	int again;
 
 	EXPECT_EQ(-EINVAL, lu_create_session(self->dev, ""));
@@ -108,7 +125,7 @@ TEST_F(dev, session_names)
 	EXPECT_EQ(-ENOENT, lu_retrieve_session(self->dev, "errors"));
 	EXPECT_EQ(-ENOENT, lu_retrieve_session(self->dev, "no-such-session"));
 	EXPECT_EQ(-EINVAL, lu_retrieve_session(self->dev, ""));
-	EXPECT_EQ(fds, count_fds());
+	EXPECT_EQ(fds, lu_count_fds());
 
 	/* The longest name fits; closing a session frees its name. */
 	memset(arg.name, 'y', sizeof(arg.name) - 1);
@@ -171,7 +188,7 @@ TEST_F(dev, preserve_bad_fds)
 	ASSERT_LE(0, file);
 	null = open("/dev/null", O_RDWR);
 	ASSERT_LE(0, null);
-	fds = count_fds();
+	fds = lu_count_fds();
 
 	EXPECT_EQ(-EBADF, lu_preserve(self->session, -1, 1));
 	EXPECT_EQ(-EBADF, lu_preserve(self->session, 1000, 1));
@@ -181,7 +198,7 @@ TEST_F(dev, preserve_bad_fds)
 	EXPECT_EQ(-ENOENT, lu_preserve(self->session, null, 1));
 	EXPECT_EQ(-ENOENT, lu_preserve(self->session, self->dev, 1));
 	EXPECT_EQ(-ENOENT, lu_preserve(self->session, self->session, 1));
-	EXPECT_EQ(fds, count_fds());
+	EXPECT_EQ(fds, lu_count_fds());
 	unlink("/tmp/lu-regular-file");
 }
 
@@ -250,7 +267,7 @@ TEST_F(dev, preserve_keeps_file_after_close)
  * @rounds times; returns how far MemFree fell, in kB. Failures abort the test.
  */
 static long memfree_drop(struct __test_metadata *_metadata,
-			 FIXTURE_DATA(dev) *self, bool preserve, int rounds)
+			 struct _test_data_dev *self, bool preserve, int rounds)
 {
 	static char chunk[1 << 20];
 	long before = lu_meminfo_kb("MemFree:");

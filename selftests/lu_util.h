@@ -7,6 +7,7 @@
 #ifndef LU_UTIL_H
 #define LU_UTIL_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -21,6 +22,21 @@
 #include "../kernel/include/uapi/linux/liveupdate.h"
 
 #define LU_DEVICE "/dev/liveupdate"
+
+/* The process's open fds, not counting the one used to count them. */
+static inline int lu_count_fds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	if (!dir)
+		return -1;
+	while ((de = readdir(dir)))
+		n += de->d_name[0] != '.';
+	closedir(dir);
+	return n - 1;
+}
 
 static inline int lu_ioctl(int fd, unsigned long cmd, void *arg)
 {

@@ -348,11 +348,12 @@ static int lu_sample_retrieve(struct lu_file *lf)
 	return 0;
 }
 
-static u64 lu_sample_finish(struct lu_file *lf)
+static int lu_sample_finish(struct lu_file *lf, u64 *bytes)
 {
 	if (!lf->file)
 		lu_sample_incoming_slot(lf);
-	return lu_sample_free_incoming(lf);
+	*bytes += lu_sample_free_incoming(lf);
+	return 0;
 }
 
 static struct lu_file_handler lu_sample_handler = {

@@ -9,6 +9,9 @@ export PYTHONPATH="$LU_CHECKOUT/python"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 stages=$(grep -c '' /run/out/plan)
 cmd=$(sed -n "${stage}p" /run/out/plan)
+# "[N manual-load]" in the plan: the command loads liveupdate.ko itself.
+load=$LU_MODULE
+case $cmd in "#manual-load "*) load= cmd=${cmd#"#manual-load "} ;; esac
 # For a command that kexecs into the next stage itself (liveupdate kexec):
 # it reports its stage passed with
 #   echo "LU-STAGE $LU_STAGE/$LU_STAGES RESULT 0"
@@ -16,9 +19,26 @@ cmd=$(sed -n "${stage}p" /run/out/plan)
 export LU_STAGES="$stages" LU_NEXT_APPEND="$LU_APPEND lu.stage=$((stage + 1))"
 cd "$LU_CHECKOUT" || exit 1
 
+# kmemleak (debug kernel): forget what boot left, so that the scan at the
+# end reports only this stage's leaks. Objects younger than 5 s are not
+# reported yet, hence the pause before that scan.
+KMEMLEAK=/sys/kernel/debug/kmemleak
+if [ -w $KMEMLEAK ]; then
+	echo scan > $KMEMLEAK && echo clear > $KMEMLEAK
+fi
+leaks() {
+	[ -w $KMEMLEAK ] || return 0
+	sleep 5
+	echo scan > $KMEMLEAK
+	[ -s $KMEMLEAK ] || return 0
+	grep -c 'unreferenced object' $KMEMLEAK | sed 's/^/LU-GUEST kmemleak: leaks found: /'
+	head -n 80 $KMEMLEAK | sed 's/^/LU-GUEST kmemleak: /'
+	return 1
+}
+
 echo "LU-STAGE $stage/$stages BEGIN $(cut -d' ' -f1 /proc/uptime)"
-if [ -n "$LU_MODULE" ]; then
-	if ! insmod "$LU_MODULE"; then
+if [ -n "$load" ]; then
+	if ! insmod "$load"; then
 		echo "LU-STAGE $stage/$stages RESULT 1 (insmod failed)"
 		dmesg | tail -n 20
 		exit 1
@@ -26,6 +46,7 @@ if [ -n "$LU_MODULE" ]; then
 fi
 sh -c "$cmd"
 rc=$?
+leaks || { [ $rc != 0 ] || rc=1; }
 echo "LU-STAGE $stage/$stages RESULT $rc $(cut -d' ' -f1 /proc/uptime)"
 [ $rc = 0 ] || { dmesg | tail -n 30; exit $rc; }
 [ "$stage" -lt "$stages" ] || exit 0

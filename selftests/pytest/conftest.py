@@ -2,7 +2,9 @@
 
 The QEMU runner sets LU_STAGE (which kernel of the plan this is) and LU_OUT
 (a host directory that survives the kexecs). A test marked
-``@pytest.mark.stage(N)`` runs only in kernel N.
+``@pytest.mark.stage(N)`` runs only in kernel N: tests of other kernels are
+deselected, not skipped, and a run without a valid LU_STAGE is an error,
+so that the runner's count of passed tests proves what ran.
 """
 
 from __future__ import annotations
@@ -19,13 +21,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "stage(n): run only in the plan's nth kernel")
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    marker = item.get_closest_marker("stage")
-    if marker is None:
+def current_stage() -> int:
+    value = os.environ.get("LU_STAGE", "")
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"LU_STAGE must name the plan's kernel (1, 2, ...), not {value!r}")
+    return int(value)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    staged = [item for item in items if item.get_closest_marker("stage") is not None]
+    if not staged:
         return
-    current = int(os.environ.get("LU_STAGE", "0"))
-    if marker.args[0] != current:
-        pytest.skip(f"runs in kernel {marker.args[0]}, this is kernel {current}")
+    current = current_stage()
+    selected, deselected = [], []
+    for item in items:
+        marker = item.get_closest_marker("stage")
+        (selected if marker is None or marker.args[0] == current else deselected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+    items[:] = selected
 
 
 class Carry:

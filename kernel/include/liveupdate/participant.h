@@ -63,9 +63,15 @@ struct lu_session;
  * @freeze:       FREEZE: record what changed since @prepare; optional
  * @unfreeze:     undo @freeze (CANCEL from FROZEN); optional
  * @retrieve:     new kernel: build the file from @lf->data and set
- *                @lf->file; may be called again after a failure
- * @finish:       new kernel, end of the hand-over: if @lf->file is NULL
- *                (never retrieved) free the data; returns the bytes freed
+ *                @lf->file. Return -EIO if the data is damaged: the
+ *                failure is final. Any other error is transient: the
+ *                callback is called again on the next retrieval and must
+ *                resume or start over, never hand out a partial file
+ * @finish:       new kernel, end of the hand-over: unless @lf->state is
+ *                LU_FILE_RETRIEVED, free what is left of the data (after
+ *                a failed or partial retrieval too) and add the bytes
+ *                freed to *@bytes. On a transient error (-ENOMEM) the
+ *                data must be intact: liveupdate calls it again later
  * @list:         private to liveupdate
  */
 struct lu_file_handler {
@@ -80,8 +86,35 @@ struct lu_file_handler {
 	int (*freeze)(struct lu_file *lf);
 	void (*unfreeze)(struct lu_file *lf);
 	int (*retrieve)(struct lu_file *lf);
-	u64 (*finish)(struct lu_file *lf);
+	int (*finish)(struct lu_file *lf, u64 *bytes);
 	struct list_head list;
+};
+
+/**
+ * enum lu_file_state - where a file is in its hand-over
+ * @LU_FILE_PRESERVED: outgoing: preserved (PRESERVE_FD), nothing in KHO
+ * @LU_FILE_PREPARED:  outgoing: @prepare succeeded (PREPARE)
+ * @LU_FILE_FROZEN:    outgoing: @freeze succeeded (FREEZE)
+ * @LU_FILE_PENDING:   incoming: not retrieved yet
+ * @LU_FILE_RESTORING: incoming: a retrieval failed on a transient error
+ *                     (-ENOMEM, ...); the handler kept its progress and
+ *                     the next retrieval resumes it
+ * @LU_FILE_RETRIEVED: incoming: @file is the restored file
+ * @LU_FILE_FAILED:    incoming: the handler found the data damaged (-EIO);
+ *                     every retrieval fails the same way, as in mainline
+ *
+ * Outgoing files go PRESERVED -> PREPARED -> FROZEN and back (CANCEL).
+ * Incoming files go PENDING [-> RESTORING] -> RETRIEVED or FAILED; FINISH
+ * ends every incoming file whatever its state.
+ */
+enum lu_file_state {
+	LU_FILE_PRESERVED,
+	LU_FILE_PREPARED,
+	LU_FILE_FROZEN,
+	LU_FILE_PENDING,
+	LU_FILE_RESTORING,
+	LU_FILE_RETRIEVED,
+	LU_FILE_FAILED,
 };
 
 /**
@@ -94,6 +127,7 @@ struct lu_file_handler {
  * @priv:     the handler's own state
  * @deps:     tokens of the files this one depends on (read only)
  * @nr_deps:  entries in @deps
+ * @state:    where the file is in its hand-over (read only)
  *
  * The members below are private to liveupdate.
  * @node:       entry in the session's file list
@@ -101,9 +135,9 @@ struct lu_file_handler {
  *              not registered (yet)
  * @session:    the session that holds the file
  * @compatible: the handler's name (incoming: from the hand-over data)
- * @prepared:   outgoing: @prepare succeeded and was not cancelled
- * @frozen:     outgoing: @freeze succeeded and was not undone
- * @retrieving: incoming: being retrieved (catches dependency cycles)
+ * @err:        LU_FILE_FAILED: the error every retrieval returns
+ * @mark:       dependency walks: not seen, on the walk's stack, or done
+ * @indexed:    incoming, retrieved: @file is in liveupdate's busy index
  */
 struct lu_file {
 	u64 token;
@@ -113,14 +147,15 @@ struct lu_file {
 	void *priv;
 	u64 *deps;
 	unsigned int nr_deps;
+	enum lu_file_state state;
 
 	struct list_head node;
 	const struct lu_file_handler *handler;
 	struct lu_session *session;
 	char compatible[LU_COMPATIBLE_LENGTH];
-	bool prepared;
-	bool frozen;
-	bool retrieving;
+	int err;
+	unsigned int mark;
+	bool indexed;
 };
 
 int lu_register_file_handler(struct lu_file_handler *handler);
@@ -141,6 +176,7 @@ struct file *lu_file_dependency(struct lu_file *lf, u64 token);
  * @list:     private to liveupdate
  * @data:     private: what @prepare and @freeze set
  * @prepared: private: @prepare succeeded and was not cancelled
+ * @frozen:   private: @freeze succeeded since @prepare (it runs once)
  */
 struct lu_subsystem {
 	const char *name;
@@ -152,6 +188,7 @@ struct lu_subsystem {
 	struct list_head list;
 	u64 data;
 	bool prepared;
+	bool frozen;
 };
 
 int lu_register_subsystem(struct lu_subsystem *ss);

@@ -1,0 +1,81 @@
+"""qemu/run.py's verdict: plans state how many tests each stage runs, and
+kernel reports on the console fail a run."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("qemu_run", CHECKOUT / "qemu" / "run.py")
+assert spec and spec.loader
+runner = importlib.util.module_from_spec(spec)
+sys.modules["qemu_run"] = runner
+spec.loader.exec_module(runner)
+
+
+def counts(*lines: str) -> runner.Counts:
+    c = runner.Counts()
+    for line in lines:
+        c.parse(line)
+    return c
+
+
+def test_kselftest_totals() -> None:
+    c = counts("# Totals: pass:12 fail:0 xfail:0 xpass:0 skip:0 error:0")
+    assert c.check(12) is None
+    assert "expects 13" in (c.check(13) or "")
+
+
+def test_kselftest_skip_fails_the_stage() -> None:
+    c = counts("# Totals: pass:11 fail:0 xfail:0 xpass:0 skip:1 error:0")
+    assert "skipped" in (c.check(11) or "")
+
+
+@pytest.mark.parametrize("line, passed, other", [
+    ("3 passed, 5 deselected in 4.56s", 3, {}),
+    ("==== 2 passed in 0.10s ====", 2, {}),
+    ("1 passed, 1 skipped in 2.00s", 1, {"skipped": 1}),
+    ("1 failed, 2 passed, 1 warning in 9.1s", 2, {"failed": 1}),
+    ("1 error in 0.5s", 0, {"error": 1}),
+])
+def test_pytest_summaries(line: str, passed: int, other: dict[str, int]) -> None:
+    c = counts(line)
+    assert (c.passed, c.other) == (passed, other)
+
+
+def test_two_runners_in_one_stage_add_up() -> None:
+    c = counts("# Totals: pass:2 fail:0 xfail:0 xpass:0 skip:0 error:0", "4 passed in 1.0s")
+    assert c.check(6) is None
+
+
+def test_no_output_is_zero_tests() -> None:
+    assert "0 tests passed" in (counts().check(1) or "")
+
+
+def test_parse_plan() -> None:
+    assert runner.parse_plan("[3] a b\n\nplain command\n[1 manual-load] c\n") == [
+        (3, "a b"), (None, "plain command"), (1, "#manual-load c")]
+
+
+@pytest.mark.parametrize("plan", sorted((CHECKOUT / "selftests" / "plans").glob("*.plan")),
+                         ids=lambda p: p.name)
+def test_every_test_plan_states_its_counts(plan: Path) -> None:
+    for expected, command in runner.parse_plan(plan.read_text()):
+        assert expected is not None and expected > 0, f"{plan.name}: {command[:60]}"
+
+
+@pytest.mark.parametrize("line", [
+    "[   12.3] WARNING: CPU: 0 PID: 1 at kernel/foo.c:1 bar+0x1/0x2",
+    "[   12.3] BUG: KASAN: slab-use-after-free in lu_x+0x1/0x2",
+    "[   12.3] BUG: KFENCE: out-of-bounds read in y",
+    "[   12.3] INFO: task python3:123 blocked for more than 60 seconds.",
+    "[   12.3] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!",
+    "[   12.3] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+    "LU-GUEST kmemleak: unreferenced object 0xffff888 (size 64):",
+])
+def test_kernel_reports_are_fatal(line: str) -> None:
+    assert runner.FATAL_RE.search(line)
