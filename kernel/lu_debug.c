@@ -28,7 +28,7 @@ MODULE_PARM_DESC(test_damage_handover,
 static unsigned long long test_damage_memfd;
 module_param(test_damage_memfd, ullong, 0600);
 MODULE_PARM_DESC(test_damage_memfd,
-		 "testing: at freeze, the memfd of this token hands over a folio outside its file (0: off)");
+		 "testing: at freeze, the memfd of this token claims one folio more than it hands over (0: off)");
 
 bool lu_debug_fail_prepare(u64 token)
 {
@@ -55,8 +55,8 @@ void lu_debug_damage(struct lu_ser_root *root, struct lu_ser_table *table)
 	}
 }
 
-void lu_debug_damage_folios(u64 token, struct lu_ser_folio *folios, u64 nr)
+void lu_debug_damage_memfd(u64 token, struct lu_ser_memfd *ser, u64 nr)
 {
-	if (test_damage_memfd && token == test_damage_memfd && nr)
-		folios[nr - 1].index = U64_MAX >> 1;
+	if (test_damage_memfd && token == test_damage_memfd)
+		ser->nr_folios = nr + 1;
 }

@@ -251,15 +251,14 @@ void lu_kho_abort_incoming(void);
 bool lu_debug_fail_prepare(u64 token);
 bool lu_debug_fail_freeze(u64 token);
 void lu_debug_damage(struct lu_ser_root *root, struct lu_ser_table *table);
-void lu_debug_damage_folios(u64 token, struct lu_ser_folio *folios, u64 nr);
+void lu_debug_damage_memfd(u64 token, struct lu_ser_memfd *ser, u64 nr);
 #else
 static inline bool lu_debug_fail_prepare(u64 token) { return false; }
 static inline bool lu_debug_fail_freeze(u64 token) { return false; }
 static inline void lu_debug_damage(struct lu_ser_root *root,
 				   struct lu_ser_table *table) { }
-static inline void lu_debug_damage_folios(u64 token,
-					  struct lu_ser_folio *folios,
-					  u64 nr) { }
+static inline void lu_debug_damage_memfd(u64 token,
+					 struct lu_ser_memfd *ser, u64 nr) { }
 #endif
 
 #endif /* _LU_INTERNAL_H */

@@ -31,10 +31,11 @@
  * folios into a new file's page cache are not exported, so the data is
  * copied into a fresh shmem file, straight into the folios shmem hands
  * out (not through write(), which would obey the caller's RLIMIT_FSIZE),
- * and each old folio is freed right after its copy. A transient failure
- * keeps what was copied and the next retrieval resumes from there;
- * damaged data (-EIO) fails every retrieval, and finish frees what it
- * can trust.
+ * and each old folio is freed right after its copy. The folio array is
+ * read in place, page by page, through KHO's vmalloc ABI, so that nothing
+ * but our own allocations can fail. A transient failure keeps what was
+ * copied and the next retrieval resumes from there; damaged data (-EIO)
+ * fails every retrieval, and finish frees what it can trust.
  */
 #include <linux/bsearch.h>
 #include <linux/fcntl.h>
@@ -73,19 +74,35 @@ struct lu_folio_array {
 
 /**
  * struct lu_memfd - a memfd's hand-over state, in either kernel
- * @ser:     the preserved header (lu_file.data points at it)
- * @arr:     the folio records; old kernel: published in @ser once
- *           prepared, and never changed while published
- * @file:    new kernel: the file being rebuilt
- * @next:    new kernel: first entry not yet copied
- * @pending: new kernel: a restored folio whose copy failed
+ * @ser:       the preserved header (lu_file.data points at it)
+ * @arr:       old kernel: the folio records, published in @ser once
+ *             prepared, and never changed while published
+ * @file:      new kernel: the file being rebuilt
+ * @chunk:     new kernel: the page of the array's page list being read
+ * @slot:      new kernel: the next entry of @chunk
+ * @block:     new kernel: the page of folio records being read
+ * @in_block:  new kernel: the next record of @block
+ * @next:      new kernel: records read so far
+ * @end:       new kernel: first page index after the last record read
+ * @nr_blocks: new kernel: pages of records read so far
+ * @pending:   new kernel: a restored folio not copied yet
+ * @pending_index: new kernel: its index in the file
+ * @damaged:   new kernel: the records cannot be trusted from here on
  */
 struct lu_memfd {
 	struct lu_ser_memfd *ser;
 	struct lu_folio_array arr;
 	struct file *file;
+	struct kho_vmalloc_chunk *chunk;
+	unsigned int slot;
+	struct lu_ser_folio *block;
+	unsigned int in_block;
 	u64 next;
+	u64 end;
+	u64 nr_blocks;
 	struct folio *pending;
+	pgoff_t pending_index;
+	bool damaged;
 };
 
 static bool lu_memfd_can_preserve(struct file *file)
@@ -517,17 +534,18 @@ static int lu_memfd_freeze(struct lu_file *lf)
 		vfree(late.folios);
 	}
 	lu_memfd_record(lf);
-	lu_debug_damage_folios(lf->token, m->arr.folios, m->arr.nr);
+	lu_debug_damage_memfd(lf->token, m->ser, m->arr.nr);
 	return 0;
 }
 
 /* Largest i_size a memfd handed over may claim: what PRESERVE_FD allows. */
 #define LU_MEMFD_MAX_PAGES	((u64)UINT_MAX + 1)
+#define LU_RECORDS_PER_PAGE	(PAGE_SIZE / sizeof(struct lu_ser_folio))
 
 /*
- * Checks the header and the folio array against each other before any
- * folio is touched: the array's size, sorted distinct indices inside the
- * file, sane orders, known seals. Return: why it is damaged, or NULL.
+ * Checks the header before anything else is touched: size, seals,
+ * position, and a folio array whose size matches its count. Return: why
+ * it is damaged, or NULL.
  */
 static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
 {
@@ -544,37 +562,92 @@ static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
 	if (ser->nr_folios > pages)
 		return "more folios than pages";
 	if (ser->folios.total_pages !=
-	    DIV_ROUND_UP(ser->nr_folios * sizeof(struct lu_ser_folio),
-			 PAGE_SIZE))
-		return "folio array of the wrong size";
+	    DIV_ROUND_UP(ser->nr_folios, LU_RECORDS_PER_PAGE) ||
+	    ser->folios.order || (ser->nr_folios && !ser->folios.first.phys))
+		return "folio array of the wrong shape";
 	return NULL;
 }
 
-static const char *lu_memfd_check_folios(const struct lu_ser_memfd *ser,
-					 const struct lu_ser_folio *folios)
+static void lu_memfd_damaged(struct lu_memfd *m, u64 token, const char *why)
 {
-	u64 pages = DIV_ROUND_UP(ser->size, PAGE_SIZE);
-	u64 i;
+	m->damaged = true;
+	lu_err("memfd %llu: damaged hand-over data: %s\n", token, why);
+}
 
-	for (i = 0; i < ser->nr_folios; i++) {
-		const struct lu_ser_folio *f = &folios[i];
-		unsigned int order = lu_ser_folio_order(f);
-
-		if (order > MAX_PAGE_ORDER || f->index >= pages ||
-		    !IS_ALIGNED(f->index, 1UL << order))
-			return "bad folio";
-		if (i && f->index < folios[i - 1].index +
-				    (1UL << lu_ser_folio_order(&folios[i - 1])))
-			return "folios unsorted or overlapping";
-	}
-	return NULL;
+static void lu_memfd_free_page(void *addr)
+{
+	if (addr)
+		__free_page(virt_to_page(addr));
 }
 
 /*
- * New kernel: takes the header and the folio array out of KHO, once.
- * Damaged data gives -EIO; the header stays in @lf->priv with no folio
- * to copy, so that finish frees it and leaves the folios, which cannot
- * be trusted, reserved.
+ * New kernel: the next folio record, read from the preserved array in
+ * place through KHO's vmalloc ABI (include/linux/kho/abi/), page by
+ * page: restoring a page allocates nothing, so no allocation failure can
+ * strand the array half restored (kho_restore_vmalloc() cannot be
+ * retried once it has restored pages). Each page is freed once read.
+ *
+ * Return: 0 and the record in *@rec, -ENODATA after the last one, or
+ * -EIO for damaged data (from then on, always).
+ */
+static int lu_memfd_next_record(struct lu_memfd *m, u64 token,
+				const struct lu_ser_folio **rec)
+{
+	u64 pages = DIV_ROUND_UP(m->ser->size, PAGE_SIZE);
+	const struct lu_ser_folio *f;
+	struct page *page;
+	phys_addr_t phys;
+
+	if (m->damaged)
+		return -EIO;
+	if (m->next == m->ser->nr_folios)
+		return -ENODATA;
+	if (!m->block || m->in_block == LU_RECORDS_PER_PAGE) {
+		lu_memfd_free_page(m->block);
+		m->block = NULL;
+		if (!m->chunk || m->slot == KHO_VMALLOC_SIZE ||
+		    !m->chunk->phys[m->slot]) {
+			phys = m->chunk ? m->chunk->hdr.next.phys :
+					  m->ser->folios.first.phys;
+			lu_memfd_free_page(m->chunk);
+			m->chunk = NULL;
+			page = phys ? kho_restore_pages(phys, 1) : NULL;
+			if (!page) {
+				lu_memfd_damaged(m, token, "folio array cut short");
+				return -EIO;
+			}
+			m->chunk = page_address(page);
+			m->slot = 0;
+		}
+		phys = m->chunk->phys[m->slot++];
+		page = phys && m->nr_blocks < m->ser->folios.total_pages ?
+		       kho_restore_pages(phys, 1) : NULL;
+		if (!page) {
+			lu_memfd_damaged(m, token, "folio array page missing");
+			return -EIO;
+		}
+		m->block = page_address(page);
+		m->in_block = 0;
+		m->nr_blocks++;
+	}
+	f = &m->block[m->in_block++];
+	if (lu_ser_folio_order(f) > MAX_PAGE_ORDER || f->index >= pages ||
+	    !IS_ALIGNED(f->index, 1UL << lu_ser_folio_order(f)) ||
+	    f->index < m->end) {
+		lu_memfd_damaged(m, token, "bad, unsorted or overlapping folio");
+		return -EIO;
+	}
+	m->end = f->index + (1UL << lu_ser_folio_order(f));
+	m->next++;
+	*rec = f;
+	return 0;
+}
+
+/*
+ * New kernel: takes the header out of KHO, once. Damaged data gives
+ * -EIO; the header stays in @lf->priv with no record to read, so that
+ * finish frees it and leaves the folios, which cannot be trusted,
+ * reserved.
  */
 static int lu_memfd_open_incoming(struct lu_file *lf)
 {
@@ -596,19 +669,10 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 	m->ser = folio_address(folio);
 	lf->priv = m;
 	why = lu_memfd_check(m->ser);
-	if (!why && m->ser->nr_folios) {
-		m->arr.folios = kho_restore_vmalloc(&m->ser->folios);
-		if (!m->arr.folios)
-			why = "folio array not preserved";
-		else
-			why = lu_memfd_check_folios(m->ser, m->arr.folios);
-	}
 	if (why) {
-		lu_err("memfd %llu: damaged hand-over data: %s\n", lf->token,
-		       why);
+		lu_memfd_damaged(m, lf->token, why);
 		return -EIO;
 	}
-	m->arr.nr = m->ser->nr_folios;
 	return 0;
 }
 
@@ -665,8 +729,18 @@ static int lu_memfd_copy_folio(struct lu_memfd *m, struct folio *old,
 	return 0;
 }
 
+/* Frees the pages of the folio array the walk still holds. */
+static void lu_memfd_end_walk(struct lu_memfd *m)
+{
+	lu_memfd_free_page(m->block);
+	lu_memfd_free_page(m->chunk);
+	m->block = NULL;
+	m->chunk = NULL;
+}
+
 static int lu_memfd_retrieve(struct lu_file *lf)
 {
+	const struct lu_ser_folio *rec;
 	struct lu_memfd *m;
 	int err;
 
@@ -682,20 +756,22 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 			return err;
 		}
 	}
-	for (; m->next < m->arr.nr; m->next++) {
-		const struct lu_ser_folio *f = &m->arr.folios[m->next];
-		struct folio *folio = m->pending;
-
-		if (!folio)
-			folio = kho_restore_folio(PFN_PHYS(f->pfn_order >>
-							   LU_FOLIO_ORDER_BITS));
-		if (!folio) {
-			lu_err("memfd %llu: folio %llu not preserved\n",
-			       lf->token, f->index);
-			return -EIO;
+	for (;;) {
+		if (!m->pending) {
+			err = lu_memfd_next_record(m, lf->token, &rec);
+			if (err == -ENODATA)
+				break;
+			if (err)
+				return err;
+			m->pending = kho_restore_folio(PFN_PHYS(rec->pfn_order >>
+								LU_FOLIO_ORDER_BITS));
+			if (!m->pending) {
+				lu_memfd_damaged(m, lf->token, "folio not preserved");
+				return -EIO;
+			}
+			m->pending_index = rec->index;
 		}
-		m->pending = folio;
-		err = lu_memfd_copy_folio(m, folio, f->index);
+		err = lu_memfd_copy_folio(m, m->pending, m->pending_index);
 		if (err)
 			return err;
 		m->pending = NULL;
@@ -708,7 +784,7 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 	SHMEM_I(file_inode(m->file))->seals = m->ser->seals;
 	vfs_setpos(m->file, m->ser->pos, MAX_LFS_FILESIZE);
 	lf->file = m->file;
-	vfree(m->arr.folios);
+	lu_memfd_end_walk(m);
 	folio_put(virt_to_folio(m->ser));
 	kfree(m);
 	lf->priv = NULL;
@@ -717,12 +793,13 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 
 /*
  * End of the hand-over: free what was never retrieved, also after a
- * failed or partial retrieval. Folios of a damaged array stay reserved.
+ * failed or partial retrieval. Folios past damaged data stay reserved.
  * Only opening the hand-over can fail (-ENOMEM), before anything is
  * freed.
  */
 static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 {
+	const struct lu_ser_folio *rec;
 	struct lu_memfd *m;
 	struct folio *folio;
 	int err;
@@ -732,17 +809,15 @@ static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 	err = lu_memfd_open_incoming(lf);
 	if (err && err != -EIO)
 		return err;
-	/* Damaged data leaves only the header (and array) to free. */
 	m = lf->priv;
 	if (!m)
 		return 0;
 	if (m->pending) {
 		*bytes += folio_size(m->pending);
 		folio_put(m->pending);
-		m->next++;
 	}
-	for (; m->next < m->arr.nr; m->next++) {
-		folio = kho_restore_folio(PFN_PHYS(m->arr.folios[m->next].pfn_order >>
+	while (!lu_memfd_next_record(m, lf->token, &rec)) {
+		folio = kho_restore_folio(PFN_PHYS(rec->pfn_order >>
 						   LU_FOLIO_ORDER_BITS));
 		if (folio) {
 			*bytes += folio_size(folio);
@@ -750,9 +825,9 @@ static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 		}
 		cond_resched();
 	}
+	lu_memfd_end_walk(m);
 	if (m->file)
 		fput(m->file);
-	vfree(m->arr.folios);
 	folio_put(virt_to_folio(m->ser));
 	kfree(m);
 	lf->priv = NULL;

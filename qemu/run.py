@@ -42,7 +42,7 @@ STAGE_RE = re.compile(r"LU-STAGE (\d+)/(\d+) (BEGIN|RESULT)(.*)")
 # KASAN and KFENCE ("BUG: KASAN"), soft lockups, hung tasks, RCU stalls,
 # and the leaks stage.sh finds with kmemleak.
 FATAL_RE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops|general protection|"
-                      r"INFO: task .* blocked|detected stalls|LU-GUEST kmemleak")
+                      r"INFO: task .* blocked|detected stalls|LU-GUEST kmemleak:")
 EXPECT_RE = re.compile(r"^\[(\d+)( manual-load)?\]\s+(.*)$")
 # How stage.sh learns that a stage loads the module itself.
 MANUAL_LOAD = "#manual-load "
