@@ -129,7 +129,7 @@ guest: module-debug selftests venv
 	@printf '%s\n' $(PLANS) | xargs -P $(GUEST_JOBS) -I{} sh -c '\
 		name=$$(basename {} .plan); \
 		$(RUN) --quiet --kernel $$(cat $(DEBUG_KDIR_FILE))/arch/x86/boot/bzImage \
-			--append "$(DEBUG_APPEND)" --module $(DEBUG_MODULE) --python $(VPY) \
+			--append "$(DEBUG_APPEND)" --module $(DEBUG_MODULE) --python $(VPY) --timeout 1800 \
 			--out build/runs/$$name {} > build/runs/$$name.txt 2>&1; \
 		echo $$? > build/runs/$$name.rc; \
 		grep -v "^run.py: \[" build/runs/$$name.txt | grep "^run.py: \|^\[" | head -n 100'

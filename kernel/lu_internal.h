@@ -8,7 +8,9 @@
  * each session's token index, the counters, the busy-file index and the
  * KHO table. It is held across whole ioctls and events (a PREPARE of many
  * GiB included), and by the reboot notifier. Readers of the state alone
- * (sysfs, GET_STATE) do not take it.
+ * (sysfs, GET_STATE) do not take it. Ioctls wait for it killably: a
+ * caller killed while it waits behind a long operation returns -EINTR.
+ * Releases, the reboot notifier and module load and exit wait plainly.
  *
  * Order, outermost first: lu.lock; a preserved file's inode lock (the
  * memfd handler, at PRESERVE_FD, PREPARE and freeze); a folio's lock;

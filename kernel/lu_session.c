@@ -159,7 +159,9 @@ static int lu_session_preserve_fd(void *ctx, struct lu_ucmd *ucmd)
 	struct liveupdate_session_preserve_fd *arg = ucmd->cmd;
 	struct lu_session *session = ctx;
 
-	guard(mutex)(&lu.lock);
+	ACQUIRE(mutex_kill, lock)(&lu.lock);
+	if (ACQUIRE_ERR(mutex_kill, &lock))
+		return -EINTR;
 	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
 		return -EBUSY;
 	return lu_file_preserve(session, arg->fd, arg->token, NULL, 0);
@@ -177,7 +179,9 @@ static int lu_session_preserve_fd_deps(void *ctx, struct lu_ucmd *ucmd)
 	if (copy_from_user(deps, u64_to_user_ptr(arg->deps),
 			   arg->nr_deps * sizeof(*deps)))
 		return -EFAULT;
-	guard(mutex)(&lu.lock);
+	ACQUIRE(mutex_kill, lock)(&lu.lock);
+	if (ACQUIRE_ERR(mutex_kill, &lock))
+		return -EINTR;
 	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
 		return -EBUSY;
 	return lu_file_preserve(session, arg->fd, arg->token, deps,
@@ -202,7 +206,7 @@ static int lu_session_retrieve_fd(void *ctx, struct lu_ucmd *ucmd)
 	arg->fd = fd;
 	err = lu_ucmd_respond(ucmd, sizeof(*arg));
 	if (!err) {
-		scoped_guard(mutex, &lu.lock)
+		scoped_cond_guard(mutex_kill, err = -EINTR, &lu.lock)
 			err = lu_file_retrieve(session, arg->token, &file);
 	}
 	if (err) {
@@ -223,7 +227,9 @@ static int lu_session_ioctl_finish(void *ctx, struct lu_ucmd *ucmd)
 
 	if (arg->reserved)
 		return -EINVAL;
-	guard(mutex)(&lu.lock);
+	ACQUIRE(mutex_kill, lock)(&lu.lock);
+	if (ACQUIRE_ERR(mutex_kill, &lock))
+		return -EINTR;
 	err = lu_session_finish(session, &nr_files, &bytes);
 	if (!err)
 		lu_state_session_finished();
@@ -299,7 +305,9 @@ int lu_session_create(const char *name, struct file **filep)
 	struct file *file;
 	int err;
 
-	guard(mutex)(&lu.lock);
+	ACQUIRE(mutex_kill, lock)(&lu.lock);
+	if (ACQUIRE_ERR(mutex_kill, &lock))
+		return -EINTR;
 	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
 		return -EBUSY;
 	if (lu_session_find(&lu.outgoing, name))
@@ -338,7 +346,9 @@ int lu_session_retrieve(const char *name, struct file **filep)
 	struct lu_session *session;
 	struct file *file;
 
-	guard(mutex)(&lu.lock);
+	ACQUIRE(mutex_kill, lock)(&lu.lock);
+	if (ACQUIRE_ERR(mutex_kill, &lock))
+		return -EINTR;
 	session = lu_session_find(&lu.incoming, name);
 	if (!session)
 		return -ENOENT;

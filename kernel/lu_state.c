@@ -251,7 +251,7 @@ int lu_ioctl_set_event(void *ctx, struct lu_ucmd *ucmd)
 	arg->nr_bytes = 0;
 	arg->err_token = 0;
 	memset(arg->err_session, 0, sizeof(arg->err_session));
-	scoped_guard(mutex, &lu.lock) {
+	scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
 		if (lu.rebooting)
 			return -EBUSY;
 		err = lu_events[arg->event](arg);

@@ -270,7 +270,7 @@ static long memfree_drop(struct __test_metadata *_metadata,
 			 struct _test_data_dev *self, bool preserve, int rounds)
 {
 	static char chunk[1 << 20];
-	long before = lu_meminfo_kb("MemFree:");
+	long before = lu_free_kb();
 	int i, j, fd;
 
 	memset(chunk, 0xab, sizeof(chunk));
@@ -287,14 +287,17 @@ static long memfree_drop(struct __test_metadata *_metadata,
 		self->session = lu_create_session(self->dev, "errors");
 		ASSERT_LE(0, self->session);
 	}
-	return before - lu_meminfo_kb("MemFree:");
+	return before - lu_free_kb();
 }
 
 TEST_F(dev, unpreserve_returns_memory)
 {
 	long plain, preserved;
 
-	/* The kernel keeps some freed pages in caches: compare with a run without liveupdate. */
+	/*
+	 * The kernel keeps some freed pages in caches (per-CPU lists counted
+	 * as free): compare with a run without liveupdate.
+	 */
 	memfree_drop(_metadata, self, false, 1);	/* warms the caches up */
 	plain = memfree_drop(_metadata, self, false, 4);
 	preserved = memfree_drop(_metadata, self, true, 4);
