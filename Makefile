@@ -37,9 +37,11 @@ MAINLINE_KDIR_FILE := build/kdir-mainline
 # early reservations need a larger KHO scratch area than the default, and
 # ACPI's AML interpreter runs so slowly there that each PCI IRQ routing
 # (_PRT) evaluation hits its 30 s loop timeout: route PCI IRQs without it.
+# With 5-level paging (QEMU's -cpu max), a kexec'd KASAN kernel once took
+# an early interrupt whose descriptor KASAN called a wild access: 4 levels.
 DEBUG_FRAGMENT := build/kernel-debug.config
 DEBUG_KDIR_FILE := build/kdir-debug
-DEBUG_APPEND := kho_scratch=32M,512M,128M pci=noacpi
+DEBUG_APPEND := kho_scratch=32M,512M,128M pci=noacpi no5lvl
 
 MODULE := build/module/liveupdate.ko
 DEBUG_MODULE := build/module-debug/liveupdate.ko

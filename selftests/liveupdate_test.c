@@ -253,13 +253,22 @@ TEST_F(dev, preserved_memfd_size_is_frozen)
 
 TEST_F(dev, preserve_keeps_file_after_close)
 {
+	long shmem_before, shmem_kept;
 	int fd = new_memfd(0);
 
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, lu_pattern_write(fd, 5, 0, 3 * 4096 + 1));
+	shmem_before = lu_meminfo_kb("Shmem:");
+	ASSERT_EQ(0, lu_pattern_write(fd, 5, 0, 16 << 20));
 	ASSERT_EQ(0, lu_preserve(self->session, fd, 1));
 	/* The session holds its own reference: the caller may close. */
-	EXPECT_EQ(0, close(fd));
+	ASSERT_EQ(0, close(fd));
+	shmem_kept = lu_meminfo_kb("Shmem:") - shmem_before;
+	EXPECT_LE(15 << 10, shmem_kept) TH_LOG("Shmem kept: %ld kB", shmem_kept);
+	/* Closing the session lets the file, and its 16 MiB, go. */
+	close(self->session);
+	self->session = lu_create_session(self->dev, "errors");
+	ASSERT_LE(0, self->session);
+	EXPECT_GT(1 << 10, lu_meminfo_kb("Shmem:") - shmem_before);
 }
 
 /*
