@@ -48,7 +48,6 @@
 #include <linux/sched.h>
 #include <linux/shmem_fs.h>
 #include <linux/slab.h>
-#include <linux/sort.h>
 #include <linux/vmalloc.h>
 #include <linux/xarray.h>
 
@@ -116,9 +115,14 @@ static unsigned long lu_memfd_get_id(struct file *file)
 	return (unsigned long)file_inode(file);
 }
 
+static unsigned long lu_ser_folio_pfn(const struct lu_ser_folio *f)
+{
+	return f->pfn_order >> LU_FOLIO_ORDER_BITS;
+}
+
 static struct folio *lu_ser_folio_folio(const struct lu_ser_folio *f)
 {
-	return pfn_folio(f->pfn_order >> LU_FOLIO_ORDER_BITS);
+	return pfn_folio(lu_ser_folio_pfn(f));
 }
 
 static unsigned int lu_ser_folio_order(const struct lu_ser_folio *f)
@@ -763,8 +767,7 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 				break;
 			if (err)
 				return err;
-			m->pending = kho_restore_folio(PFN_PHYS(rec->pfn_order >>
-								LU_FOLIO_ORDER_BITS));
+			m->pending = kho_restore_folio(PFN_PHYS(lu_ser_folio_pfn(rec)));
 			if (!m->pending) {
 				lu_memfd_damaged(m, lf->token, "folio not preserved");
 				return -EIO;
@@ -817,8 +820,7 @@ static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 		folio_put(m->pending);
 	}
 	while (!lu_memfd_next_record(m, lf->token, &rec)) {
-		folio = kho_restore_folio(PFN_PHYS(rec->pfn_order >>
-						   LU_FOLIO_ORDER_BITS));
+		folio = kho_restore_folio(PFN_PHYS(lu_ser_folio_pfn(rec)));
 		if (folio) {
 			*bytes += folio_size(folio);
 			folio_put(folio);
