@@ -123,6 +123,10 @@ unit: venv kernel
 	$(VPY) -m ruff check python qemu selftests bench
 	LU_KSRC=$(GUEST_KSRC) PYTHONPATH=python $(VPY) -m pytest -q python/tests
 
+# What a failed plan said about its failure, repeated at the end, where a
+# CI log's tail shows it.
+FAILURE_RE = not ok|Test terminated|Test failed|Expected|Assertion|^\[ *[0-9.]+\] (E  |FAILED|ERROR)|RESULT [1-9]|WARNING:|BUG:|Oops|kmemleak: |blocked for|run.py: .*(FAIL|timeout)
+
 # Plans run GUEST_JOBS at a time (a TCG guest keeps about one core busy),
 # each printing its own summary; the last line counts them.
 GUEST_JOBS ?= 2
@@ -136,7 +140,11 @@ guest: module-debug selftests venv
 		echo $$? > build/runs/$$name.rc; \
 		grep -v "^run.py: \[" build/runs/$$name.txt | grep "^run.py: \|^\[" | head -n 100'
 	@failed=0; for plan in $(PLANS); do \
-		[ "$$(cat build/runs/$$(basename $$plan .plan).rc)" = 0 ] || failed=$$((failed + 1)); \
+		name=$$(basename $$plan .plan); \
+		[ "$$(cat build/runs/$$name.rc)" != 0 ] || continue; \
+		failed=$$((failed + 1)); \
+		grep -E "$(FAILURE_RE)" build/runs/$$name/serial.log build/runs/$$name.txt \
+			| head -n 30 | sed "s|^build/runs/||"; \
 	done; \
 	echo "guest: $$(( $(words $(PLANS)) - failed )) passed, $$failed failed"; \
 	[ $$failed = 0 ]

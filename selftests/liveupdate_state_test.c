@@ -15,6 +15,7 @@
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
+#include "lu_stage.h"
 #include "lu_expect.h"
 
 #define MIB		(1024ULL * 1024)
@@ -434,4 +435,7 @@ TEST_F(st, uevents)
 	close(sock);
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	return lu_main(argc, argv);
+}

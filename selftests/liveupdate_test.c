@@ -11,6 +11,7 @@
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
+#include "lu_stage.h"
 
 static int new_memfd(size_t size)
 {
@@ -324,4 +325,7 @@ TEST_F(dev, module_stays_while_in_use)
 	EXPECT_EQ(EWOULDBLOCK, errno);
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	return lu_main(argc, argv);
+}

@@ -79,3 +79,11 @@ def test_every_test_plan_states_its_counts(plan: Path) -> None:
 ])
 def test_kernel_reports_are_fatal(line: str) -> None:
     assert runner.FATAL_RE.search(line)
+
+
+@pytest.mark.parametrize("source", sorted((CHECKOUT / "selftests").glob("*_test.c")), ids=lambda p: p.name)
+def test_every_kselftest_gets_the_guest_time_limit(source: Path) -> None:
+    """The harness's 30 s default is too short in a loaded TCG guest: main() must be lu_main()'s."""
+    text = source.read_text()
+    assert "TEST_HARNESS_MAIN" not in text
+    assert "return lu_main(argc, argv);" in text or "return lu_staged_main(argc, argv);" in text

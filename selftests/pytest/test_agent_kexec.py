@@ -32,6 +32,9 @@ from liveupdate import LiveUpdateError, protocol
 MIB = 1 << 20
 SOCKET = protocol.DEFAULT_SOCKET
 OUT = Path(os.environ.get("LU_OUT", "/tmp"))
+# How long a wait for the agent may take: a TCG guest on a debug kernel next to
+# another guest is slow and uneven. A wait ends as soon as its condition holds.
+PATIENCE = 300
 POLICY = """\
 sessions:
   - name: "vm-*"
@@ -61,7 +64,7 @@ def start_agent(log: str, finish_after: int = 120, *options: str) -> None:
     with open(OUT / log, "w") as out:
         subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket", SOCKET,
                           *options], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + PATIENCE
     while True:
         try:
             liveupdate.connect(SOCKET).close()
@@ -89,7 +92,7 @@ def as_user(uid: int, work: Callable[[], None]) -> int:
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     """The CLI, with the agent at its default socket (SOCKET)."""
-    return subprocess.run([sys.executable, "-m", "liveupdate", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "liveupdate", *args], capture_output=True, text=True, timeout=PATIENCE)
 
 
 @pytest.mark.stage(1)
@@ -143,7 +146,7 @@ def test_kernel1_agent_survives_bad_clients() -> None:
     protocol.send(raw, {"op": "preserve", "session": "vm-root", "token": 2}, [fd])
     raw.close()
     os.close(fd)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PATIENCE
     while True:
         with liveupdate.connect(SOCKET) as agent:
             tokens = {s["name"]: s["tokens"] for s in agent.sessions()}
@@ -206,7 +209,7 @@ def test_kernel2_clients_get_their_files_back() -> None:
     assert as_user(1000, user_retrieves) == 0
 
     # Everything is claimed: the agent finishes the update by itself.
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + PATIENCE
     while Path("/sys/class/misc/liveupdate/state").read_text().strip() != "normal":
         assert time.monotonic() < deadline, (OUT / "agent2.log").read_text()
         time.sleep(0.2)
@@ -222,7 +225,7 @@ def test_kernel3_unclaimed_session_finished_at_the_deadline() -> None:
     start_agent("agent3.log", 3, "--json")
     first = (OUT / "agent3.log").read_text().splitlines()[0]
     assert json.loads(first) == {"socket": SOCKET, "taken_over": 1}
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + PATIENCE
     while Path("/sys/class/misc/liveupdate/state").read_text().strip() != "normal":
         assert time.monotonic() < deadline, (OUT / "agent3.log").read_text()
         time.sleep(0.2)
