@@ -9,12 +9,23 @@ so that the runner's count of passed tests proves what ran.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from liveupdate.cli import main as cli_main
+
+# How long one CLI process or wait may take: a TCG guest on a debug kernel
+# next to another guest is slow and uneven. A wait ends as soon as its
+# condition holds.
+PATIENCE = 300
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,3 +64,25 @@ class Carry:
 
     def load(self) -> dict[str, Any]:
         return json.loads(self.path.read_text())
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``liveupdate ARGS`` run by the CLI's main() in this process.
+
+    Its exit code, stdout and stderr, as from a process: a new interpreter
+    costs several seconds in the debug guest. cli_process() runs a real
+    one, for what needs its own process (--exec, the entry point itself).
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli_main(list(args))
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m liveupdate ARGS`` in a process of its own."""
+    return subprocess.run([sys.executable, "-m", "liveupdate", *args], capture_output=True, text=True,
+                          timeout=PATIENCE)

@@ -14,7 +14,6 @@ nobody claims in kernel 3, where the agent finishes at its deadline.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import socket
@@ -25,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import stamps
+from conftest import PATIENCE, cli, cli_process
 
 import liveupdate
 from liveupdate import LiveUpdateError, protocol
@@ -32,9 +33,6 @@ from liveupdate import LiveUpdateError, protocol
 MIB = 1 << 20
 SOCKET = protocol.DEFAULT_SOCKET
 OUT = Path(os.environ.get("LU_OUT", "/tmp"))
-# How long a wait for the agent may take: a TCG guest on a debug kernel next to
-# another guest is slow and uneven. A wait ends as soon as its condition holds.
-PATIENCE = 300
 POLICY = """\
 sessions:
   - name: "vm-*"
@@ -47,9 +45,9 @@ finish_after: {finish_after}
 """
 
 
-def data(seed: int, size: int) -> bytes:
-    block = hashlib.sha256(str(seed).encode()).digest() * (MIB // 32)
-    return block * (size // MIB)
+def data(file_id: int, size: int) -> bytes:
+    """``size`` bytes of stamped pages: each names its file and index."""
+    return stamps.pages(file_id, 0, size // stamps.PAGE, generation=1)
 
 
 def memfd_with(payload: bytes) -> int:
@@ -88,11 +86,6 @@ def as_user(uid: int, work: Callable[[], None]) -> int:
         except BaseException:
             os._exit(99)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """The CLI, with the agent at its default socket (SOCKET)."""
-    return subprocess.run([sys.executable, "-m", "liveupdate", *args], capture_output=True, text=True, timeout=PATIENCE)
 
 
 @pytest.mark.stage(1)
@@ -180,7 +173,7 @@ def test_kernel2_clients_get_their_files_back() -> None:
     assert "took over 2 sessions" in (OUT / "agent2.log").read_text()
 
     # Into a process: the command gets the memfd as fd 3.
-    done = cli("session", "retrieve", "vm-root", "3", "--exec", sys.executable, "-c",
+    done = cli_process("session", "retrieve", "vm-root", "3", "--exec", sys.executable, "-c",
                "import os; print(os.pread(3, 20, 0).decode(), os.environ['LISTEN_FDS'])")
     assert (done.returncode, done.stdout.strip()) == (0, "preserved by the CLI 1"), done.stderr
 

@@ -17,20 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import PATIENCE, cli, cli_process
 
 from liveupdate import Device, hold_fds_until_kexec
 
 MIB = 1 << 20
 PARAMS = Path("/sys/module/liveupdate/parameters")
 KEXEC_LOG = Path(os.environ.get("LU_OUT", "/tmp")) / "cli_kexec.json"
-# How long one CLI run or wait may take: a TCG guest on a debug kernel next to
-# another guest is slow and uneven. A wait ends as soon as its condition holds.
-PATIENCE = 300
-
-
-def cli(*args: str, timeout: float = PATIENCE) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "liveupdate", *args], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def cli_json(*args: str) -> dict:
@@ -52,7 +45,7 @@ def test_kernel1_status() -> None:
     assert (status["module_loaded"], status["kho_enabled"], status["kho_boot"]) == (True, True, False)
     assert status["format_version"] >= 2
     assert status["device"] == "available"
-    done = cli("status")
+    done = cli_process("status")  # the entry point, in a process of its own
     assert done.returncode == 0
     assert "state: normal" in done.stdout and "KHO: on, KHO boot: no" in done.stdout
 
@@ -77,7 +70,7 @@ def test_kernel1_events_and_exit_codes() -> None:
     assert json.loads(done.stdout)["errno"] == 16
     done = cli("finish")
     assert done.returncode == 1 and "UPDATED" in done.stderr
-    assert cli("freeze", "--bogus").returncode == 2
+    assert cli_process("freeze", "--bogus").returncode == 2
 
 
 @pytest.mark.stage(1)
