@@ -7,7 +7,9 @@
  * chosen file and to damage the hand-over data on the outgoing side, so
  * that the next kernel's checks can be proven without physical addresses.
  */
+#include <linux/kstrtox.h>
 #include <linux/moduleparam.h>
+#include <linux/string.h>
 
 #include "lu_internal.h"
 
@@ -25,10 +27,10 @@ module_param(test_damage_handover, uint, 0600);
 MODULE_PARM_DESC(test_damage_handover,
 		 "testing: damage the hand-over data at kexec (1 version, 2 magic, 3 table)");
 
-static unsigned long long test_damage_memfd;
-module_param(test_damage_memfd, ullong, 0600);
+static char test_damage_memfd[256];
+module_param_string(test_damage_memfd, test_damage_memfd, sizeof(test_damage_memfd), 0600);
 MODULE_PARM_DESC(test_damage_memfd,
-		 "testing: at freeze, the memfd of this token claims one folio more than it hands over (0: off)");
+		 "testing: at kexec, flip a bit of these memfds' hand-over data: TOKEN[:BIT],... (BIT counts through the header, the folio records, then the first page of the array's page list; default: a bit of nr_folios)");
 
 bool lu_debug_fail_prepare(u64 token)
 {
@@ -55,8 +57,30 @@ void lu_debug_damage(struct lu_ser_root *root, struct lu_ser_table *table)
 	}
 }
 
-void lu_debug_damage_memfd(u64 token, struct lu_ser_memfd *ser, u64 nr)
+/**
+ * lu_debug_damage_memfd_bit - which bit test_damage_memfd flips for a memfd
+ * @token: the memfd's token
+ * @bit:   set to the bit to flip
+ *
+ * Return: true if test_damage_memfd names @token.
+ */
+bool lu_debug_damage_memfd_bit(u64 token, u64 *bit)
 {
-	if (test_damage_memfd && token == test_damage_memfd)
-		ser->nr_folios = nr + 1;
+	char spec[sizeof(test_damage_memfd)], *rest = spec, *entry, *colon;
+	bool found = false;
+	u64 t;
+
+	kernel_param_lock(THIS_MODULE);
+	strscpy(spec, test_damage_memfd, sizeof(spec));
+	kernel_param_unlock(THIS_MODULE);
+	while (!found && (entry = strsep(&rest, ",\n"))) {
+		colon = strchr(entry, ':');
+		if (colon)
+			*colon++ = 0;
+		if (kstrtou64(entry, 0, &t) || t != token)
+			continue;
+		*bit = offsetof(struct lu_ser_memfd, nr_folios) * BITS_PER_BYTE;
+		found = !colon || !kstrtou64(colon, 0, bit);
+	}
+	return found;
 }

@@ -12,6 +12,19 @@
  *   struct lu_ser_root. @table is 0 until the kexec reboot notifier has
  *   written the table; a root with @table == 0 carries no session.
  *
+ * Checksums: nothing the previous kernel wrote is trusted before it is
+ *   checked, and no address is given to KHO (whose restore functions WARN
+ *   on memory that was not preserved) or followed before the checksum
+ *   covering it matched. The root holds the CRC32 of the table's used
+ *   bytes, which cover every session and file record and each file's data
+ *   address; the table is read in place (each page checked to be RAM) and
+ *   restored only once it matches. A memfd header holds the CRC32 of its
+ *   own fields and of its folio records, which are read in place the same
+ *   way before any folio is restored. Policy: a damaged root or table
+ *   takes nothing over (all or nothing); a damaged memfd fails alone
+ *   (-EIO on every retrieval), its folios stay reserved, and the rest of
+ *   its session is retrieved as usual.
+ *
  * Table (one block from kho_alloc_preserve, grown when sessions, files
  *   or subsystems are added, filled at FREEZE and by the reboot notifier):
  *   struct lu_ser_table, then @nr_sessions struct lu_ser_session, then
@@ -57,7 +70,7 @@
 #define LU_KHO_MAGIC		0x4c554d4f44303031ULL	/* "LUMOD001" */
 #define LU_KHO_MAGIC_CONSUMED	0x4c554d4f44444f4eULL	/* "LUMODDON" */
 #define LU_KHO_MAGIC_LOADING	0x4c554d4f444c4f44ULL	/* "LUMODLOD" */
-#define LU_KHO_VERSION		2
+#define LU_KHO_VERSION		3
 
 /**
  * struct lu_ser_root - the subtree's blob
@@ -66,6 +79,8 @@
  * @root_size:   sizeof(struct lu_ser_root) of the writer
  * @table:       physical address of struct lu_ser_table, or 0
  * @table_size:  bytes of the table block
+ * @table_crc:   crc32_le(~0, ...) ^ ~0 of the table's used bytes
+ * @reserved:    zero
  */
 struct lu_ser_root {
 	__u64 magic;
@@ -73,6 +88,8 @@ struct lu_ser_root {
 	__u32 root_size;
 	__u64 table;
 	__u64 table_size;
+	__u32 table_crc;
+	__u32 reserved;
 };
 
 /**
@@ -134,17 +151,21 @@ struct lu_ser_subsystem {
  * @size:      i_size at kexec
  * @pos:       file position at kexec
  * @seals:     F_SEAL_* bits
- * @reserved:  zero
+ * @records_crc: CRC32 of the @nr_folios records of @folios, in order
  * @nr_folios: entries in @folios
  * @folios:    the array of struct lu_ser_folio
+ * @crc:       CRC32 of the fields above
+ * @reserved:  zero
  */
 struct lu_ser_memfd {
 	__u64 size;
 	__u64 pos;
 	__u32 seals;
-	__u32 reserved;
+	__u32 records_crc;
 	__u64 nr_folios;
 	struct kho_vmalloc folios;
+	__u32 crc;
+	__u32 reserved;
 };
 
 /* lu_ser_folio.pfn_order: the folio's pfn above, its order in the low byte */

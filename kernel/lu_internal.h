@@ -238,6 +238,8 @@ void lu_subsystems_release_incoming(void);
 extern struct lu_file_handler lu_memfd_handler;
 
 /* lu_kho.c */
+u32 lu_crc(const void *p, size_t len, u32 crc);
+bool lu_phys_readable(phys_addr_t phys, size_t len);
 int lu_kho_init(void);
 void lu_kho_exit(void);
 int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,
@@ -253,14 +255,14 @@ void lu_kho_abort_incoming(void);
 bool lu_debug_fail_prepare(u64 token);
 bool lu_debug_fail_freeze(u64 token);
 void lu_debug_damage(struct lu_ser_root *root, struct lu_ser_table *table);
-void lu_debug_damage_memfd(u64 token, struct lu_ser_memfd *ser, u64 nr);
+bool lu_debug_damage_memfd_bit(u64 token, u64 *bit);
+void lu_memfd_debug_damage(struct lu_file *lf);
 #else
 static inline bool lu_debug_fail_prepare(u64 token) { return false; }
 static inline bool lu_debug_fail_freeze(u64 token) { return false; }
 static inline void lu_debug_damage(struct lu_ser_root *root,
 				   struct lu_ser_table *table) { }
-static inline void lu_debug_damage_memfd(u64 token,
-					 struct lu_ser_memfd *ser, u64 nr) { }
+static inline void lu_memfd_debug_damage(struct lu_file *lf) { }
 #endif
 
 #endif /* _LU_INTERNAL_H */

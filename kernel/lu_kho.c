@@ -7,13 +7,17 @@
  * finalize step, so the next kernel sees whatever the root holds at the
  * moment of the jump. The table is allocated (and grown) whenever a
  * session or file is added, so that the reboot notifier only fills memory
- * it already owns and cannot fail.
+ * it already owns and cannot fail. The root carries the table's checksum;
+ * the next kernel checks it, reading the table in place, before it asks
+ * KHO for the table.
  */
 #include <linux/cleanup.h>
+#include <linux/crc32.h>
 #include <linux/err.h>
 #include <linux/io.h>
 #include <linux/kexec_handover.h>
 #include <linux/mm.h>
+#include <linux/ioport.h>
 #include <linux/overflow.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -58,6 +62,44 @@ static size_t lu_table_bytes(size_t nr_sessions, size_t nr_files,
 }
 
 /**
+ * lu_crc - the hand-over format's checksum
+ * @p:   bytes to add
+ * @len: how many
+ * @crc: the checksum of what came before, or 0 to start
+ *
+ * Return: the CRC32 (IEEE, as crc32_le with ~0 in and out) of what came
+ * before and @p.
+ */
+u32 lu_crc(const void *p, size_t len, u32 crc)
+{
+	return ~crc32_le(~crc, p, len);
+}
+
+/**
+ * lu_phys_readable - whether handed-over memory can be read in place
+ * @phys: start
+ * @len:  bytes
+ *
+ * Handed-over data is read through the direct map and checked before KHO
+ * is asked to restore it. An address taken from damaged data must not
+ * fault there: every page must be RAM.
+ *
+ * Return: true if [@phys, @phys + @len) is all RAM.
+ */
+bool lu_phys_readable(phys_addr_t phys, size_t len)
+{
+	unsigned long pfn, last;
+
+	if (!phys || !len || phys + len - 1 < phys)
+		return false;
+	last = PHYS_PFN(phys + len - 1);
+	for (pfn = PHYS_PFN(phys); pfn <= last; pfn++)
+		if (!page_is_ram(pfn))
+			return false;
+	return true;
+}
+
+/**
  * lu_kho_init - preserve the root and register the subtree
  *
  * Return: 0 or a negative errno.
@@ -72,6 +114,7 @@ int lu_kho_init(void)
 	lu_root->magic = LU_KHO_MAGIC;
 	lu_root->version = LU_KHO_VERSION;
 	lu_root->root_size = sizeof(*lu_root);
+	lu_root->reserved = 0;
 	err = kho_add_subtree(LU_KHO_SUBTREE, lu_root, sizeof(*lu_root));
 	if (err) {
 		pr_err("liveupdate: cannot add KHO subtree %s: %d\n",
@@ -210,9 +253,20 @@ void lu_kho_write_table(void)
 	table->nr_subsystems = nr_ss;
 	lu_root->table = virt_to_phys(lu_table);
 	lu_root->table_size = lu_table_size;
+	lu_root->table_crc = lu_crc(lu_table, l.end, 0);
 	lu_info("handing over %u sessions with %u files, %u subsystems\n",
 		nr_sessions, nr_files, nr_ss);
+	if (!lu.rebooting)
+		return;
+	/* Test hooks: damage after the checksums, as in transit. */
 	lu_debug_damage(lu_root, table);
+	list_for_each_entry(session, &lu.outgoing, node) {
+		if (session->state == LU_SESSION_DROPPED)
+			continue;
+		list_for_each_entry(lf, &session->files, node)
+			if (lf->handler == &lu_memfd_handler)
+				lu_memfd_debug_damage(lf);
+	}
 }
 
 /**
@@ -340,7 +394,44 @@ static int lu_kho_build_incoming(const void *base)
 	return 0;
 }
 
-/* The table of a load that failed: restored, and live until taken. */
+/* The largest table: one block from kho_alloc_preserve(). */
+#define LU_TABLE_MAX	(PAGE_SIZE << MAX_PAGE_ORDER)
+
+/*
+ * Checks the table in place, before KHO is asked for it (KHO WARNs on an
+ * address it did not preserve): where it is, its size, and the checksum
+ * the root holds for it. Return: why it is damaged, or NULL.
+ */
+static const char *lu_kho_verify_table(const struct lu_ser_root *root)
+{
+	phys_addr_t root_phys = virt_to_phys((void *)root);
+	const struct lu_ser_table *table;
+	size_t used;
+
+	if (root->reserved)
+		return "reserved field set";
+	if (!PAGE_ALIGNED(root->table) || root->table_size < sizeof(*table) ||
+	    root->table_size > LU_TABLE_MAX)
+		return "address or size out of range";
+	if (root_phys < root->table + root->table_size &&
+	    root->table < root_phys + sizeof(*root))
+		return "it overlaps the root";
+	if (!lu_phys_readable(root->table, root->table_size))
+		return "it is not in RAM";
+	table = phys_to_virt(root->table);
+	used = lu_table_bytes(table->nr_sessions, table->nr_files,
+			      table->nr_deps, table->nr_subsystems);
+	if (used > root->table_size)
+		return "table larger than its block";
+	if (lu_crc(table, used, 0) != root->table_crc)
+		return "checksum mismatch";
+	return NULL;
+}
+
+/*
+ * The table, verified: restored from KHO, or (after a failed load)
+ * already live.
+ */
 static struct folio *lu_kho_table_folio(const struct lu_ser_root *root)
 {
 	struct folio *folio;
@@ -376,7 +467,7 @@ static struct lu_ser_root *lu_kho_incoming_root(void)
 		       LU_KHO_SUBTREE, err);
 		return NULL;
 	}
-	if (size < sizeof(*root)) {
+	if (size < offsetofend(struct lu_ser_root, version)) {
 		pr_err("liveupdate: hand-over root too small (%zu bytes), ignored\n",
 		       size);
 		return NULL;
@@ -397,6 +488,11 @@ static struct lu_ser_root *lu_kho_incoming_root(void)
 	if (root->version != LU_KHO_VERSION) {
 		pr_err("liveupdate: hand-over format version %u unsupported (this module reads %u), ignored\n",
 		       root->version, LU_KHO_VERSION);
+		return NULL;
+	}
+	if (size < sizeof(*root)) {
+		pr_err("liveupdate: hand-over root too small (%zu bytes), ignored\n",
+		       size);
 		return NULL;
 	}
 	if (!root->table) {
@@ -436,6 +532,12 @@ int lu_kho_load_incoming(void)
 	root = lu_kho_incoming_root();
 	if (!root)
 		return 0;
+	why = lu_kho_verify_table(root);
+	if (why) {
+		pr_err("liveupdate: hand-over table rejected: %s\n", why);
+		root->magic = LU_KHO_MAGIC_CONSUMED;
+		return 0;
+	}
 	folio = lu_kho_table_folio(root);
 	if (!folio) {
 		root->magic = LU_KHO_MAGIC_CONSUMED;

@@ -31,9 +31,12 @@
  * folios into a new file's page cache are not exported, so the data is
  * copied into a fresh shmem file, straight into the folios shmem hands
  * out (not through write(), which would obey the caller's RLIMIT_FSIZE),
- * and each old folio is freed right after its copy. The folio array is
- * read in place, page by page, through KHO's vmalloc ABI, so that nothing
- * but our own allocations can fail. A transient failure keeps what was
+ * and each old folio is freed right after its copy. Before anything is
+ * restored, the header's checksum and then the records' are checked, the
+ * records read in place (every page checked to be RAM first), so that KHO
+ * is only ever given addresses that arrived intact. The folio array is
+ * then read in place, page by page, through KHO's vmalloc ABI, so that
+ * nothing but our own allocations can fail. A transient failure keeps what was
  * copied and the next retrieval resumes from there; damaged data (-EIO)
  * fails every retrieval, and finish frees what it can trust.
  */
@@ -434,13 +437,26 @@ static void lu_memfd_cancel(struct lu_file *lf)
 	m->ser = NULL;
 }
 
-/* What may change after PREPARE and is recorded again at each freeze. */
+/* The checksum of the header's fields (all before @crc). */
+static u32 lu_memfd_header_crc(const struct lu_ser_memfd *ser)
+{
+	return lu_crc(ser, offsetof(struct lu_ser_memfd, crc), 0);
+}
+
+/*
+ * What may change after PREPARE and is recorded again at each freeze,
+ * then the checksums over the header and the published records.
+ */
 static void lu_memfd_record(struct lu_file *lf)
 {
 	struct lu_memfd *m = lf->priv;
 
 	m->ser->pos = READ_ONCE(lf->file->f_pos);
 	m->ser->seals = READ_ONCE(SHMEM_I(file_inode(lf->file))->seals);
+	m->ser->records_crc = lu_crc(m->arr.folios,
+				     m->arr.nr * sizeof(*m->arr.folios), 0);
+	m->ser->reserved = 0;
+	m->ser->crc = lu_memfd_header_crc(m->ser);
 }
 
 /*
@@ -538,7 +554,6 @@ static int lu_memfd_freeze(struct lu_file *lf)
 		vfree(late.folios);
 	}
 	lu_memfd_record(lf);
-	lu_debug_damage_memfd(lf->token, m->ser, m->arr.nr);
 	return 0;
 }
 
@@ -555,6 +570,8 @@ static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
 {
 	u64 pages = DIV_ROUND_UP(ser->size, PAGE_SIZE);
 
+	if (lu_memfd_header_crc(ser) != ser->crc)
+		return "header checksum mismatch";
 	if (ser->reserved)
 		return "reserved field set";
 	if (ser->size > MAX_LFS_FILESIZE || pages > LU_MEMFD_MAX_PAGES)
@@ -570,6 +587,40 @@ static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
 	    ser->folios.order || (ser->nr_folios && !ser->folios.first.phys))
 		return "folio array of the wrong shape";
 	return NULL;
+}
+
+/*
+ * Reads the folio records in place, each page of the array and of its
+ * page list checked to be RAM first, and compares their checksum with
+ * the header's. Only then may an address in them be given to KHO.
+ * Return: why they are damaged, or NULL.
+ */
+static const char *lu_memfd_verify_records(const struct lu_ser_memfd *ser)
+{
+	const struct kho_vmalloc_chunk *chunk;
+	phys_addr_t next = ser->folios.first.phys;
+	u64 left = ser->nr_folios;
+	unsigned int slot;
+	u32 crc = 0;
+	size_t n;
+
+	while (left) {
+		if (!lu_phys_readable(next, PAGE_SIZE) || !PAGE_ALIGNED(next))
+			return "folio array cut short";
+		chunk = phys_to_virt(next);
+		for (slot = 0; slot < KHO_VMALLOC_SIZE && left; slot++) {
+			if (!lu_phys_readable(chunk->phys[slot], PAGE_SIZE) ||
+			    !PAGE_ALIGNED(chunk->phys[slot]))
+				return "folio array page missing";
+			n = min_t(u64, left, LU_RECORDS_PER_PAGE);
+			crc = lu_crc(phys_to_virt(chunk->phys[slot]),
+				     n * sizeof(struct lu_ser_folio), crc);
+			left -= n;
+		}
+		next = chunk->hdr.next.phys;
+		cond_resched();
+	}
+	return crc == ser->records_crc ? NULL : "folio records checksum mismatch";
 }
 
 static void lu_memfd_damaged(struct lu_memfd *m, u64 token, const char *why)
@@ -672,7 +723,7 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 	}
 	m->ser = folio_address(folio);
 	lf->priv = m;
-	why = lu_memfd_check(m->ser);
+	why = lu_memfd_check(m->ser) ?: lu_memfd_verify_records(m->ser);
 	if (why) {
 		lu_memfd_damaged(m, lf->token, why);
 		return -EIO;
@@ -835,6 +886,40 @@ static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 	lf->priv = NULL;
 	return 0;
 }
+
+#ifdef LU_DEBUG
+/**
+ * lu_memfd_debug_damage - test hook: damage a memfd as if in transit
+ * @lf: an outgoing memfd, frozen, its checksums written
+ *
+ * Flips one bit of what the next kernel reads for @lf, if the debug
+ * module's test_damage_memfd names its token: bit numbers count through
+ * the header, then the folio records, then the first page of the array's
+ * page list (its link, then its page addresses).
+ */
+void lu_memfd_debug_damage(struct lu_file *lf)
+{
+	struct lu_memfd *m = lf->priv;
+	u64 bit, byte, records;
+	u8 *at;
+
+	if (!m || !m->ser || !lu_debug_damage_memfd_bit(lf->token, &bit))
+		return;
+	records = m->arr.nr * sizeof(struct lu_ser_folio);
+	byte = bit / 8;
+	if (byte < sizeof(*m->ser))
+		at = (u8 *)m->ser + byte;
+	else if (byte - sizeof(*m->ser) < records)
+		at = (u8 *)m->arr.folios + byte - sizeof(*m->ser);
+	else if (byte - sizeof(*m->ser) - records < PAGE_SIZE &&
+		 m->ser->folios.first.phys)
+		at = (u8 *)phys_to_virt(m->ser->folios.first.phys) +
+		     byte - sizeof(*m->ser) - records;
+	else
+		return;
+	*at ^= 1 << (bit % 8);
+}
+#endif
 
 /* No owner: files of liveupdate's own handler need no module reference. */
 struct lu_file_handler lu_memfd_handler = {

@@ -318,8 +318,9 @@ void lu_state_kexec(void)
 		       name, err);
 		lu_subsystems_cancel();
 	}
-	lu_kho_write_table();
+	/* From here on nothing changes: the table is final. */
 	lu.rebooting = true;
+	lu_kho_write_table();
 }
 
 static ssize_t state_show(struct device *dev, struct device_attribute *attr,

@@ -8,12 +8,13 @@
  *  2. that FREEZE carried the page written into a hole after PREPARE; a
  *     RETRIEVE_SESSION that fails on its fd (EMFILE) leaves the session
  *     retrievable. Then sessions for kernel 3: a chain of 2000 dependent
- *     memfds, seals added after PREPARE, changes made after FREEZE, a
- *     damaged folio array (debug module hook).
+ *     memfds, seals added after PREPARE, changes made after FREEZE,
+ *     memfds whose hand-over data is damaged at the kexec, one field
+ *     each (debug module hook).
  *  3. each comes back whole: the chain retrieved at once, the copy not
  *     limited by the retriever's RLIMIT_FSIZE, changes after FREEZE, and
- *     a damaged memfd fails the same way on every retry; then nothing is
- *     left, and the kexec hands over nothing.
+ *     a damaged memfd fails the same way on every retry, alone; then
+ *     nothing is left, and the kexec hands over nothing.
  *  4. nothing came over.
  */
 #include <sys/resource.h>
@@ -39,8 +40,49 @@ enum {
 	SEED_CHAIN = 100, SEED_BIG = 7, SEED_LATE, SEED_LATE_HOLE, SEED_NTH,
 	SEED_NTH_HOLE, SEED_BAD,
 };
-/* The damage knob names a token in any session: TOKEN_BAD is unique. */
-enum { TOKEN_BIG = 1, TOKEN_LATE, TOKEN_NTH, TOKEN_BAD = 0xbad };
+/* The damage knob names a token in any session: these are unique. */
+enum {
+	TOKEN_BIG = 1, TOKEN_LATE, TOKEN_NTH, TOKEN_BAD = 0xbad,
+	TOKEN_INTACT = 0xda00, TOKEN_DAMAGED,
+};
+
+/*
+ * Damage in transit (debug module hook, after the checksums are written):
+ * one bit flipped per memfd, one memfd for each field of its hand-over
+ * data. Bits count through the header (struct lu_ser_memfd, 56 bytes),
+ * the 16-byte folio records (DAMAGED_PAGES of them: two pages of
+ * records), then the first page of the array's page list.
+ */
+#define DAMAGED_PAGES	300
+#define HDR		56
+#define RECORDS		(DAMAGED_PAGES * 16)
+#define HEADER_CRC	"header checksum mismatch"
+#define RECORDS_CRC	"folio records checksum mismatch"
+static const struct {
+	const char *what;
+	unsigned int bit;
+	const char *why;	/* what the next kernel says */
+} damages[] = {
+	{ "size", 0 * 8 + 13, HEADER_CRC },
+	{ "position", 8 * 8 + 3, HEADER_CRC },
+	{ "seals", 16 * 8 + 1, HEADER_CRC },
+	{ "records checksum", 20 * 8, HEADER_CRC },
+	{ "folio count", 24 * 8 + 2, HEADER_CRC },
+	{ "array address", 32 * 8 + 12, HEADER_CRC },
+	{ "array page count", 40 * 8, HEADER_CRC },
+	{ "array flags", 44 * 8 + 1, HEADER_CRC },
+	{ "array order", 46 * 8, HEADER_CRC },
+	{ "header checksum", 48 * 8 + 31, HEADER_CRC },
+	{ "reserved", 52 * 8 + 5, "reserved field set" },
+	{ "first record's index", HDR * 8, RECORDS_CRC },
+	{ "first record's pfn", (HDR + 8) * 8 + 20, RECORDS_CRC },
+	{ "last record's order (second page)", (HDR + RECORDS - 8) * 8 + 1, RECORDS_CRC },
+	{ "array page address (a neighbour)", (HDR + RECORDS + 8) * 8 + 12, RECORDS_CRC },
+	{ "array page address (no RAM there)", (HDR + RECORDS + 8) * 8 + 45,
+	  "folio array page missing" },
+};
+#define NR_DAMAGES	(sizeof(damages) / sizeof(damages[0]))
+#define DAMAGED_LINE	"damaged hand-over data"
 
 static int open_dev(struct __test_metadata *_metadata)
 {
@@ -199,6 +241,36 @@ TEST(kernel2_failed_freeze_retried_carries_late_page)
 }
 
 /*
+ * The "damaged" session: an intact memfd and one per entry of damages[],
+ * each damaged at kexec; @bad_token's memfd too, at the default bit.
+ */
+static void damage_in_transit(struct __test_metadata *_metadata, int dev,
+			      unsigned int bad_token)
+{
+	char spec[256];
+	size_t n, i;
+	int session, fd;
+
+	session = lu_create_session(dev, "damaged");
+	ASSERT_LE(0, session);
+	n = snprintf(spec, sizeof(spec), "%u", bad_token);
+	for (i = 0; i <= NR_DAMAGES; i++) {
+		fd = lu_pattern_memfd(DAMAGED_PAGES * PAGE, SEED_BAD + i);
+		ASSERT_LE(0, fd);
+		ASSERT_EQ(0, lu_preserve(session, fd, TOKEN_INTACT + i));
+		close(fd);
+		if (i)
+			n += snprintf(spec + n, sizeof(spec) - n, ",%u:%u",
+				      (unsigned int)(TOKEN_INTACT + i),
+				      damages[i - 1].bit);
+		ASSERT_GT(sizeof(spec), n);
+	}
+	ASSERT_EQ(0, lu_write_str("/sys/module/liveupdate/parameters/test_damage_memfd",
+				  spec));
+	close(session);
+}
+
+/*
  * Kernel 2 builds what kernel 3 checks, then PREPARE and FREEZE; changes
  * after FREEZE are carried by the reboot notifier.
  */
@@ -245,7 +317,7 @@ TEST(kernel2_carry)
 	i = lu_pattern_memfd(4 * PAGE, SEED_BAD);
 	ASSERT_EQ(0, lu_preserve(bad, i, TOKEN_BAD));
 	close(i);
-	ASSERT_EQ(0, lu_set_param("test_damage_memfd", TOKEN_BAD));
+	damage_in_transit(_metadata, dev, TOKEN_BAD);
 
 	ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_FREEZE, NULL));
 	/* After FREEZE: a hole written and the position moved. */
@@ -327,6 +399,44 @@ TEST(kernel3_damaged_memfd_fails_every_time)
 
 	EXPECT_EQ(-EIO, lu_retrieve(session, TOKEN_BAD));
 	EXPECT_EQ(-EIO, lu_retrieve(session, TOKEN_BAD));
+	EXPECT_EQ(0, lu_finish(session));
+	close(session);
+	close(dev);
+}
+
+/*
+ * Each field damaged in transit is caught before any address in it is
+ * used: that memfd alone fails, with one log line however often it is
+ * retried, and the rest of its session comes back whole.
+ */
+TEST(kernel3_damaged_in_transit_fail_alone)
+{
+	int dev = open_dev(_metadata);
+	int session = retrieve_session(_metadata, dev, "damaged");
+	int before = lu_dmesg_count(DAMAGED_LINE);
+	char line[128];
+	unsigned int i;
+	int fd;
+
+	ASSERT_LE(0, before);
+	for (i = 0; i < NR_DAMAGES; i++) {
+		if (i % 8 == 0)
+			sleep(6);	/* lu_err() allows 10 lines in 5 s */
+		EXPECT_EQ(-EIO, lu_retrieve(session, TOKEN_DAMAGED + i))
+			TH_LOG("damaged %s", damages[i].what);
+		snprintf(line, sizeof(line), "memfd %u: " DAMAGED_LINE ": %s",
+			 TOKEN_DAMAGED + i, damages[i].why);
+		EXPECT_EQ(1, lu_dmesg_count(line))
+			TH_LOG("damaged %s: want \"%s\"", damages[i].what, line);
+	}
+	/* A retry fails the same way and says nothing more. */
+	for (i = 0; i < NR_DAMAGES; i++)
+		EXPECT_EQ(-EIO, lu_retrieve(session, TOKEN_DAMAGED + i));
+	EXPECT_EQ(before + (int)NR_DAMAGES, lu_dmesg_count(DAMAGED_LINE));
+	fd = lu_retrieve(session, TOKEN_INTACT);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-1, lu_pattern_verify(fd, SEED_BAD, 0, DAMAGED_PAGES * PAGE));
+	close(fd);
 	EXPECT_EQ(0, lu_finish(session));
 	close(session);
 	close(dev);

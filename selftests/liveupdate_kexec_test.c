@@ -2,8 +2,8 @@
 /*
  * memfds carried across three kernels: preserved in the first, retrieved,
  * checked, changed and preserved again in the second, checked in the
- * third. Each test runs in the stage its name says (LU_STAGE, set by the
- * QEMU runner) and skips in the others.
+ * third; one of them in transparent huge pages. Each test runs in the
+ * stage its name says (LU_STAGE, set by the QEMU runner).
  */
 #include <sys/stat.h>
 
@@ -24,7 +24,8 @@ enum {
 	TOKEN_FULL,
 	TOKEN_SEALED,
 	TOKEN_FALLOCATED,
-	NR_TOKENS = TOKEN_FALLOCATED,
+	TOKEN_HUGE,
+	NR_TOKENS = TOKEN_HUGE,
 };
 
 #define ODD_SIZE	12345
@@ -34,6 +35,8 @@ enum {
 #define SEALED_SIZE	(2 * PAGE)
 #define SEALS		(F_SEAL_GROW | F_SEAL_SHRINK)
 #define FALLOC_SIZE	MIB
+#define HUGE_SIZE	(4 * MIB)
+#define SHMEM_ENABLED	"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
 
 /* The last sparse page is written into a hole after preservation. */
 static const off_t sparse_pages[] = { 0, 17 * MIB + 3 * PAGE, 40 * MIB, SPARSE_SIZE - PAGE };
@@ -45,6 +48,20 @@ static const off_t sparse_pages[] = { 0, 17 * MIB + 3 * PAGE, 40 * MIB, SPARSE_S
 static uint32_t seed(int t, int k)
 {
 	return t == TOKEN_PAGE && k >= 2 ? 22 : t;
+}
+
+/*
+ * Fills @fd with shmem's huge pages forced on, so that its folios are
+ * PMD-sized (order 9 here): preserved as such, restored by copy.
+ */
+static void write_huge(struct __test_metadata *_metadata, int fd)
+{
+	long before = lu_meminfo_kb("ShmemHugePages:");
+
+	ASSERT_EQ(0, lu_write_str(SHMEM_ENABLED, "always"));
+	ASSERT_EQ(0, lu_pattern_write(fd, TOKEN_HUGE, 0, HUGE_SIZE));
+	ASSERT_EQ(0, lu_write_str(SHMEM_ENABLED, "never"));
+	ASSERT_EQ(before + HUGE_SIZE / 1024, lu_meminfo_kb("ShmemHugePages:"));
 }
 
 static int make_memfds(struct __test_metadata *_metadata, int *fds)
@@ -68,6 +85,7 @@ static int make_memfds(struct __test_metadata *_metadata, int *fds)
 	ASSERT_EQ(0, fcntl(fds[TOKEN_SEALED], F_ADD_SEALS, SEALS));
 	ASSERT_EQ(0, fallocate(fds[TOKEN_FALLOCATED], 0, 0, FALLOC_SIZE));
 	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_FALLOCATED], TOKEN_FALLOCATED, 0, PAGE));
+	write_huge(_metadata, fds[TOKEN_HUGE]);
 	return 0;
 }
 
@@ -112,6 +130,10 @@ static void check_memfds(struct __test_metadata *_metadata, int *fds, int k)
 	EXPECT_EQ(FALLOC_SIZE, st.st_size);
 	EXPECT_EQ(PAGE / 512, st.st_blocks);
 	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_FALLOCATED], TOKEN_FALLOCATED, 0, PAGE));
+
+	ASSERT_EQ(0, fstat(fds[TOKEN_HUGE], &st));
+	EXPECT_EQ(HUGE_SIZE, st.st_size);
+	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_HUGE], TOKEN_HUGE, 0, HUGE_SIZE));
 }
 
 static void preserve_all(struct __test_metadata *_metadata, int dev, int *fds)

@@ -61,7 +61,7 @@ TEST_F(st, get_state)
 
 	ASSERT_EQ(0, lu_get_state(self->dev, &st));
 	EXPECT_EQ((uint32_t)LIVEUPDATE_STATE_NORMAL, st.state);
-	EXPECT_EQ(2U, st.format_version);
+	EXPECT_EQ(3U, st.format_version);
 	EXPECT_EQ(1U, st.nr_sessions);
 	EXPECT_EQ(1U, st.nr_files);
 	EXPECT_EQ(0U, st.nr_bytes);
@@ -378,6 +378,87 @@ TEST_F(st, racing_events)
 		}
 	}
 	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_NORMAL, "normal");
+}
+
+/* The state letter of /proc/@pid/stat (R, S, D, Z, ...), or 0. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+static pid_t fork_event(int dev, uint32_t event)
+{
+	pid_t pid = fork();
+
+	if (!pid)
+		_exit(lu_event(dev, event, NULL) ? 1 : 0);
+	return pid;
+}
+
+/*
+ * A caller waiting for the lock behind a long PREPARE can be killed: it
+ * dies while the PREPARE still runs. (With an uninterruptible wait, it
+ * would die only after the PREPARE.) The PREPARE pins and preserves
+ * every page of LONG_SIZE: seconds on the debug kernel.
+ */
+#define LONG_SIZE	(384 * MIB)
+TEST_F(st, lock_wait_is_killable)
+{
+	int other = lu_create_session(self->dev, "waiter");
+	pid_t holder, waiter;
+	int status, i, fd;
+	char state = 0;
+	void *p;
+
+	ASSERT_LE(0, other);
+	fd = memfd_create("long", MFD_CLOEXEC);
+	ASSERT_EQ(0, ftruncate(fd, LONG_SIZE));
+	p = mmap(NULL, LONG_SIZE, PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, p);
+	memset(p, 0x5a, LONG_SIZE);
+	munmap(p, LONG_SIZE);
+	ASSERT_EQ(0, lu_preserve(self->session, fd, 2));
+
+	holder = fork_event(self->dev, LIVEUPDATE_EVENT_PREPARE);
+	ASSERT_LT(0, holder);
+	usleep(100000);
+	waiter = fork();
+	if (!waiter)
+		_exit(lu_preserve(other, fd, 3) == -EINTR ? 0 : 1);
+	ASSERT_LT(0, waiter);
+	/* The waiter sleeps killably (shown as D) on the lock. */
+	for (i = 0; i < 200 && state != 'D'; i++) {
+		usleep(10000);
+		state = proc_state(waiter);
+	}
+	ASSERT_EQ('D', state) TH_LOG("the waiter never slept on the lock");
+	ASSERT_EQ(0, waitpid(holder, &status, WNOHANG))
+		TH_LOG("PREPARE was over before the test could kill the waiter");
+	ASSERT_EQ(0, kill(waiter, SIGKILL));
+	ASSERT_EQ(waiter, waitpid(waiter, &status, 0));
+	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	EXPECT_EQ(0, waitpid(holder, &status, WNOHANG))
+		TH_LOG("the killed waiter died only after PREPARE");
+	ASSERT_EQ(holder, waitpid(holder, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	lu_expect_state(_metadata, self->dev, LIVEUPDATE_STATE_PREPARED, "prepared");
+	ASSERT_EQ(0, lu_event(self->dev, LIVEUPDATE_EVENT_CANCEL, NULL));
+	close(other);
+	close(fd);
 }
 
 /* Reads uevents until one carries @want or 2 s pass; returns 1 if found. */

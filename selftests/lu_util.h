@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/klog.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -142,7 +143,7 @@ static inline const char *lu_sysfs_state(void)
  */
 static inline long long lu_kho_published_table(void)
 {
-	uint64_t root[4];	/* struct lu_ser_root */
+	uint64_t root[4];	/* the first fields of struct lu_ser_root */
 	int fd = open("/sys/kernel/debug/kho/out/sub_fdts/liveupdate-module", O_RDONLY);
 	ssize_t n = fd < 0 ? -1 : read(fd, root, sizeof(root));
 
@@ -151,14 +152,12 @@ static inline long long lu_kho_published_table(void)
 	return n == sizeof(root) ? (long long)root[2] : -1;
 }
 
-/* Sets one of the module's parameters (test knobs); returns -errno. */
-static inline int lu_set_param(const char *name, unsigned long long value)
+/* Writes @val to the file at @path (sysfs, procfs); returns -errno. */
+static inline int lu_write_str(const char *path, const char *val)
 {
-	char path[128], val[32];
-	int fd, n, err = 0;
+	ssize_t n = strlen(val);
+	int fd, err = 0;
 
-	snprintf(path, sizeof(path), "/sys/module/liveupdate/parameters/%s", name);
-	n = snprintf(val, sizeof(val), "%llu", value);
 	fd = open(path, O_WRONLY);
 	if (fd < 0)
 		return -errno;
@@ -166,6 +165,40 @@ static inline int lu_set_param(const char *name, unsigned long long value)
 		err = -errno;
 	close(fd);
 	return err;
+}
+
+/* How many lines of the kernel log contain @needle, or -1. */
+static inline int lu_dmesg_count(const char *needle)
+{
+	int size = klogctl(10 /* SYSLOG_ACTION_SIZE_BUFFER */, NULL, 0);
+	char *buf, *line, *rest;
+	int n, count = 0;
+
+	if (size <= 0)
+		return -1;
+	buf = malloc(size + 1);
+	if (!buf)
+		return -1;
+	n = klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, size);
+	if (n < 0) {
+		free(buf);
+		return -1;
+	}
+	buf[n] = 0;
+	for (line = strtok_r(buf, "\n", &rest); line; line = strtok_r(NULL, "\n", &rest))
+		count += !!strstr(line, needle);
+	free(buf);
+	return count;
+}
+
+/* Sets one of the module's parameters (test knobs); returns -errno. */
+static inline int lu_set_param(const char *name, unsigned long long value)
+{
+	char path[128], val[32];
+
+	snprintf(path, sizeof(path), "/sys/module/liveupdate/parameters/%s", name);
+	snprintf(val, sizeof(val), "%llu", value);
+	return lu_write_str(path, val);
 }
 
 /* A value of /proc/meminfo in kB, e.g. lu_meminfo_kb("MemFree:"). */
