@@ -15,9 +15,9 @@
 #include <linux/crc32.h>
 #include <linux/err.h>
 #include <linux/io.h>
+#include <linux/ioport.h>
 #include <linux/kexec_handover.h>
 #include <linux/mm.h>
-#include <linux/ioport.h>
 #include <linux/overflow.h>
 #include <linux/slab.h>
 #include <linux/string.h>

@@ -36,9 +36,9 @@
  * records read in place (every page checked to be RAM first), so that KHO
  * is only ever given addresses that arrived intact. The folio array is
  * then read in place, page by page, through KHO's vmalloc ABI, so that
- * nothing but our own allocations can fail. A transient failure keeps what was
- * copied and the next retrieval resumes from there; damaged data (-EIO)
- * fails every retrieval, and finish frees what it can trust.
+ * nothing but our own allocations can fail. A transient failure keeps
+ * what was copied and the next retrieval resumes from there; damaged data
+ * (-EIO) fails every retrieval, and finish frees what it can trust.
  */
 #include <linux/bsearch.h>
 #include <linux/fcntl.h>
