@@ -82,15 +82,15 @@ u32 lu_crc(const void *p, size_t len, u32 crc)
  *
  * Handed-over data is read through the direct map and checked before KHO
  * is asked to restore it. An address taken from damaged data must not
- * fault there: every page must be RAM.
+ * fault there: it must start a page, and every page must be RAM.
  *
- * Return: true if [@phys, @phys + @len) is all RAM.
+ * Return: true if [@phys, @phys + @len) is page-aligned and all RAM.
  */
 bool lu_phys_readable(phys_addr_t phys, size_t len)
 {
 	unsigned long pfn, last;
 
-	if (!phys || !len || phys + len - 1 < phys)
+	if (!phys || !PAGE_ALIGNED(phys) || !len || phys + len - 1 < phys)
 		return false;
 	last = PHYS_PFN(phys + len - 1);
 	for (pfn = PHYS_PFN(phys); pfn <= last; pfn++)
@@ -237,6 +237,9 @@ void lu_kho_write_table(void)
 			nr_deps += lf->nr_deps;
 			ser_file++;
 			nr_files++;
+			/* Test hook: damage after the file's checksums. */
+			if (lu.rebooting)
+				lu_memfd_debug_damage(lf);
 		}
 		ser_session++;
 	}
@@ -256,17 +259,9 @@ void lu_kho_write_table(void)
 	lu_root->table_crc = lu_crc(lu_table, l.end, 0);
 	lu_info("handing over %u sessions with %u files, %u subsystems\n",
 		nr_sessions, nr_files, nr_ss);
-	if (!lu.rebooting)
-		return;
-	/* Test hooks: damage after the checksums, as in transit. */
-	lu_debug_damage(lu_root, table);
-	list_for_each_entry(session, &lu.outgoing, node) {
-		if (session->state == LU_SESSION_DROPPED)
-			continue;
-		list_for_each_entry(lf, &session->files, node)
-			if (lf->handler == &lu_memfd_handler)
-				lu_memfd_debug_damage(lf);
-	}
+	/* Test hook: damage after the table's checksum, as in transit. */
+	if (lu.rebooting)
+		lu_debug_damage(lu_root, table);
 }
 
 /**

@@ -605,12 +605,11 @@ static const char *lu_memfd_verify_records(const struct lu_ser_memfd *ser)
 	size_t n;
 
 	while (left) {
-		if (!lu_phys_readable(next, PAGE_SIZE) || !PAGE_ALIGNED(next))
+		if (!lu_phys_readable(next, PAGE_SIZE))
 			return "folio array cut short";
 		chunk = phys_to_virt(next);
 		for (slot = 0; slot < KHO_VMALLOC_SIZE && left; slot++) {
-			if (!lu_phys_readable(chunk->phys[slot], PAGE_SIZE) ||
-			    !PAGE_ALIGNED(chunk->phys[slot]))
+			if (!lu_phys_readable(chunk->phys[slot], PAGE_SIZE))
 				return "folio array page missing";
 			n = min_t(u64, left, LU_RECORDS_PER_PAGE);
 			crc = lu_crc(phys_to_virt(chunk->phys[slot]),
@@ -890,7 +889,7 @@ static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 #ifdef LU_DEBUG
 /**
  * lu_memfd_debug_damage - test hook: damage a memfd as if in transit
- * @lf: an outgoing memfd, frozen, its checksums written
+ * @lf: an outgoing file, frozen, its checksums written (others are left)
  *
  * Flips one bit of what the next kernel reads for @lf, if the debug
  * module's test_damage_memfd names its token: bit numbers count through
@@ -903,7 +902,8 @@ void lu_memfd_debug_damage(struct lu_file *lf)
 	u64 bit, byte, records;
 	u8 *at;
 
-	if (!m || !m->ser || !lu_debug_damage_memfd_bit(lf->token, &bit))
+	if (lf->handler != &lu_memfd_handler || !m || !m->ser ||
+	    !lu_debug_damage_memfd_bit(lf->token, &bit))
 		return;
 	records = m->arr.nr * sizeof(struct lu_ser_folio);
 	byte = bit / 8;

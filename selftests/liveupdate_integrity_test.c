@@ -265,8 +265,7 @@ static void damage_in_transit(struct __test_metadata *_metadata, int dev,
 				      damages[i - 1].bit);
 		ASSERT_GT(sizeof(spec), n);
 	}
-	ASSERT_EQ(0, lu_write_str("/sys/module/liveupdate/parameters/test_damage_memfd",
-				  spec));
+	ASSERT_EQ(0, lu_set_param_str("test_damage_memfd", spec));
 	close(session);
 }
 

@@ -192,13 +192,20 @@ static inline int lu_dmesg_count(const char *needle)
 }
 
 /* Sets one of the module's parameters (test knobs); returns -errno. */
-static inline int lu_set_param(const char *name, unsigned long long value)
+static inline int lu_set_param_str(const char *name, const char *val)
 {
-	char path[128], val[32];
+	char path[128];
 
 	snprintf(path, sizeof(path), "/sys/module/liveupdate/parameters/%s", name);
-	snprintf(val, sizeof(val), "%llu", value);
 	return lu_write_str(path, val);
+}
+
+static inline int lu_set_param(const char *name, unsigned long long value)
+{
+	char val[32];
+
+	snprintf(val, sizeof(val), "%llu", value);
+	return lu_set_param_str(name, val);
 }
 
 /* A value of /proc/meminfo in kB, e.g. lu_meminfo_kb("MemFree:"). */

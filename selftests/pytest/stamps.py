@@ -14,6 +14,7 @@ import hashlib
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 
 PAGE = 4096
 MAGIC = b"LUPG"
@@ -43,12 +44,17 @@ def pages(file_id: int, first: int, count: int, generation: int) -> bytes:
     return b"".join(page(file_id, index, generation) for index in range(first, first + count))
 
 
-def write(fd: int, file_id: int, offset: int, size: int, generation: int = 1) -> None:
-    """Stamp [offset, offset + size) of ``fd`` (page aligned) as ``generation``."""
+def chunks(offset: int, size: int) -> Iterator[tuple[int, int]]:
+    """(first page, page count) of each system call's share of [offset, offset + size)."""
     assert offset % PAGE == 0 and size % PAGE == 0
     for start in range(offset, offset + size, CHUNK_PAGES * PAGE):
-        count = min(CHUNK_PAGES, (offset + size - start) // PAGE)
-        os.pwrite(fd, pages(file_id, start // PAGE, count, generation), start)
+        yield start // PAGE, min(CHUNK_PAGES, (offset + size - start) // PAGE)
+
+
+def write(fd: int, file_id: int, offset: int, size: int, generation: int = 1) -> None:
+    """Stamp [offset, offset + size) of ``fd`` (page aligned) as ``generation``."""
+    for first, count in chunks(offset, size):
+        os.pwrite(fd, pages(file_id, first, count, generation), first * PAGE)
 
 
 def describe(data: bytes) -> str:
@@ -68,14 +74,11 @@ def verify(fd: int, file_id: int, offset: int, size: int, generation: int | dict
     ``generation`` is one generation for all pages, or a map from page
     index to generation for pages rewritten later (the rest: generation 1).
     """
-    for start in range(offset, offset + size, CHUNK_PAGES * PAGE):
-        count = min(CHUNK_PAGES, (offset + size - start) // PAGE)
-        first = start // PAGE
-        if isinstance(generation, int):
-            expected = pages(file_id, first, count, generation)
-        else:
-            expected = b"".join(page(file_id, i, generation.get(i, 1)) for i in range(first, first + count))
-        got = os.pread(fd, count * PAGE, start)
+    generations = {} if isinstance(generation, int) else generation
+    default = generation if isinstance(generation, int) else 1
+    for first, count in chunks(offset, size):
+        expected = b"".join(page(file_id, i, generations.get(i, default)) for i in range(first, first + count))
+        got = os.pread(fd, count * PAGE, first * PAGE)
         if got == expected:
             continue
         for i in range(count):
