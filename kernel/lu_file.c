@@ -285,73 +285,137 @@ void lu_file_unpreserve_all(struct lu_session *session)
 }
 
 enum { LU_MARK_NEW, LU_MARK_ON_STACK, LU_MARK_DONE };
+/* lu_file.mark: the walk's generation above, the mark in the low bits. */
+#define LU_MARK_BITS	2
+#define LU_MARK_MASK	((1U << LU_MARK_BITS) - 1)
 
 struct lu_walk_frame {
 	struct lu_file *lf;
 	unsigned int next_dep;
 };
 
+/**
+ * struct lu_walk - one or more dependency walks over a session's files
+ * @session: the session
+ * @frames:  the files being walked, innermost last
+ * @depth:   frames in use
+ * @cap:     frames allocated (grown as the walk deepens)
+ * @gen:     this walk's generation: marks of older walks read as new,
+ *           so no walk costs more than the files it visits
+ */
+struct lu_walk {
+	struct lu_session *session;
+	struct lu_walk_frame *frames;
+	unsigned int depth;
+	unsigned int cap;
+	unsigned int gen;
+};
+
+static void lu_walk_start(struct lu_walk *w, struct lu_session *session)
+{
+	struct lu_file *lf;
+
+	*w = (struct lu_walk){ .session = session };
+	w->gen = ++session->walk_gen & (UINT_MAX >> LU_MARK_BITS);
+	if (w->gen)
+		return;
+	/* The generation wrapped (after 2^30 walks): forget every mark. */
+	list_for_each_entry(lf, &session->files, node)
+		lf->mark = 0;
+	w->gen = session->walk_gen = 1;
+}
+
+static void lu_walk_end(struct lu_walk *w)
+{
+	kvfree(w->frames);
+}
+
+static unsigned int lu_walk_mark(const struct lu_walk *w,
+				 const struct lu_file *lf)
+{
+	/* A retrieved file's dependencies were all retrieved before it. */
+	if (lf->state == LU_FILE_RETRIEVED && lf->indexed)
+		return LU_MARK_DONE;
+	return lf->mark >> LU_MARK_BITS == w->gen ? lf->mark & LU_MARK_MASK :
+						    LU_MARK_NEW;
+}
+
+static void lu_walk_set_mark(const struct lu_walk *w, struct lu_file *lf,
+			     unsigned int mark)
+{
+	lf->mark = w->gen << LU_MARK_BITS | mark;
+}
+
+static int lu_walk_push(struct lu_walk *w, struct lu_file *lf)
+{
+	if (w->depth == w->cap) {
+		unsigned int cap = max(16U, 2 * w->cap);
+		struct lu_walk_frame *frames;
+
+		frames = kvrealloc(w->frames, array_size(cap, sizeof(*frames)),
+				   GFP_KERNEL);
+		if (!frames)
+			return -ENOMEM;
+		w->frames = frames;
+		w->cap = cap;
+	}
+	w->frames[w->depth++] = (struct lu_walk_frame){ .lf = lf };
+	lu_walk_set_mark(w, lf, LU_MARK_ON_STACK);
+	return 0;
+}
+
 /*
  * Visits @root's dependencies, transitively, then @root: each file after
- * the files it needs, each once. Iterative, with a stack of at most the
- * session's files: a chain of any length fits in kernel stack. Files
- * marked LU_MARK_DONE by an earlier walk are skipped, so walks started
- * from every file of a session visit each file once in all.
+ * the files it needs, each once. Iterative, with a stack that grows with
+ * the depth reached: a chain of any length fits in kernel stack. Files
+ * done by an earlier walk of @w (or retrieved already) are skipped, so
+ * walks started from every file of a session visit each file once in
+ * all, and a walk costs only the files it visits.
  *
- * Return: 0, what @visit returned, -ENOENT (*@bad: the missing token) or
- * -ELOOP (*@bad: a token in the cycle).
+ * Return: 0, what @visit returned, -ENOMEM, -ENOENT (*@bad: the missing
+ * token) or -ELOOP (*@bad: a token in the cycle).
  */
-static int lu_file_walk(struct lu_file *root, struct lu_walk_frame *stack,
+static int lu_file_walk(struct lu_walk *w, struct lu_file *root,
 			int (*visit)(struct lu_file *lf, void *ctx), void *ctx,
 			u64 *bad)
 {
-	struct lu_session *session = root->session;
-	unsigned int depth = 0;
 	int err;
 
-	if (root->mark == LU_MARK_DONE)
+	if (lu_walk_mark(w, root) == LU_MARK_DONE)
 		return 0;
-	stack[depth++] = (struct lu_walk_frame){ .lf = root };
-	root->mark = LU_MARK_ON_STACK;
-	while (depth) {
-		struct lu_walk_frame *top = &stack[depth - 1];
+	w->depth = 0;
+	err = lu_walk_push(w, root);
+	while (!err && w->depth) {
+		struct lu_walk_frame *top = &w->frames[w->depth - 1];
 		struct lu_file *dep;
 
 		if (top->next_dep == top->lf->nr_deps) {
 			err = visit(top->lf, ctx);
 			if (err) {
 				*bad = top->lf->token;
-				return err;
+				break;
 			}
-			top->lf->mark = LU_MARK_DONE;
-			depth--;
+			lu_walk_set_mark(w, top->lf, LU_MARK_DONE);
+			w->depth--;
 			continue;
 		}
-		dep = lu_file_find(session, top->lf->deps[top->next_dep]);
+		dep = lu_file_find(w->session, top->lf->deps[top->next_dep]);
 		if (!dep) {
 			*bad = top->lf->deps[top->next_dep];
 			return -ENOENT;
 		}
 		top->next_dep++;
-		if (dep->mark == LU_MARK_DONE)
+		switch (lu_walk_mark(w, dep)) {
+		case LU_MARK_DONE:
 			continue;
-		if (dep->mark == LU_MARK_ON_STACK) {
+		case LU_MARK_ON_STACK:
 			*bad = dep->token;
 			return -ELOOP;
 		}
-		dep->mark = LU_MARK_ON_STACK;
-		stack[depth++] = (struct lu_walk_frame){ .lf = dep };
+		err = lu_walk_push(w, dep);
 		cond_resched();
 	}
-	return 0;
-}
-
-static void lu_file_clear_marks(struct lu_session *session)
-{
-	struct lu_file *lf;
-
-	list_for_each_entry(lf, &session->files, node)
-		lf->mark = LU_MARK_NEW;
+	return err;
 }
 
 static int lu_file_order_visit(struct lu_file *lf, void *sorted)
@@ -375,28 +439,24 @@ static int lu_file_order_visit(struct lu_file *lf, void *sorted)
  */
 int lu_file_order(struct lu_session *session, u64 *bad_token)
 {
-	struct lu_walk_frame *stack;
+	struct lu_walk walk;
 	struct lu_file *lf;
 	LIST_HEAD(sorted);
 	int err = 0;
 
 	lockdep_assert_held(&lu.lock);
-	if (!session->nr_files)
-		return 0;
-	stack = kvmalloc_array(session->nr_files, sizeof(*stack), GFP_KERNEL);
-	if (!stack)
-		return -ENOMEM;
-	lu_file_clear_marks(session);
+	lu_walk_start(&walk, session);
 	/* Each walk moves its first file, and what it needs, to @sorted. */
 	while (!list_empty(&session->files)) {
 		lf = list_first_entry(&session->files, struct lu_file, node);
-		err = lu_file_walk(lf, stack, lu_file_order_visit, &sorted,
+		err = lu_file_walk(&walk, lf, lu_file_order_visit, &sorted,
 				   bad_token);
 		if (err)
 			break;
+		cond_resched();
 	}
 	list_splice(&sorted, &session->files);
-	kvfree(stack);
+	lu_walk_end(&walk);
 	return err;
 }
 
@@ -586,7 +646,7 @@ static int lu_file_retrieve_visit(struct lu_file *lf, void *unused)
 int lu_file_retrieve(struct lu_session *session, u64 token,
 		     struct file **filep)
 {
-	struct lu_walk_frame *stack;
+	struct lu_walk walk;
 	struct lu_file *lf;
 	u64 bad;
 	int err;
@@ -597,12 +657,9 @@ int lu_file_retrieve(struct lu_session *session, u64 token,
 		return -ENOENT;
 	if (lf->state == LU_FILE_FAILED)
 		return lf->err;
-	stack = kvmalloc_array(session->nr_files, sizeof(*stack), GFP_KERNEL);
-	if (!stack)
-		return -ENOMEM;
-	lu_file_clear_marks(session);
-	err = lu_file_walk(lf, stack, lu_file_retrieve_visit, NULL, &bad);
-	kvfree(stack);
+	lu_walk_start(&walk, session);
+	err = lu_file_walk(&walk, lf, lu_file_retrieve_visit, NULL, &bad);
+	lu_walk_end(&walk);
 	if (err)
 		return err;
 	*filep = get_file(lf->file);

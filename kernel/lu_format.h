@@ -9,30 +9,35 @@
  * mainline's LUO parses that name itself.
  *
  * Root (LU_KHO_SUBTREE's blob, one page, preserved from module load on):
- *   struct lu_ser_root. @table is 0 until the kexec reboot notifier has
- *   written the table; a root with @table == 0 carries no session.
+ *   struct lu_ser_root. @table is empty (no first page) until the kexec
+ *   reboot notifier or FREEZE has written the table; a root without a
+ *   table carries no session.
  *
  * Checksums: nothing the previous kernel wrote is trusted before it is
  *   checked, and no address is given to KHO (whose restore functions WARN
  *   on memory that was not preserved) or followed before the checksum
  *   covering it matched. The root holds the CRC32 of the table's used
  *   bytes, which cover every session and file record and each file's data
- *   address; the table is read in place (each page checked to be RAM) and
- *   restored only once it matches. A memfd header holds the CRC32 of its
- *   own fields and of its folio records, which are read in place the same
- *   way before any folio is restored. Policy: a damaged root or table
- *   takes nothing over (all or nothing); a damaged memfd fails alone
- *   (-EIO on every retrieval), its folios stay reserved, and the rest of
- *   its session is retrieved as usual.
+ *   address, and the CRC32 of the table's page list, which covers the
+ *   address of every page of the table. Both are read in place (each page
+ *   checked to be RAM) and the table is taken over only once both match.
+ *   A memfd header holds the CRC32 of its own fields and of its folio
+ *   records, which are read in place the same way before any folio is
+ *   restored. Policy: a damaged root or table takes nothing over (all or
+ *   nothing); a damaged memfd fails alone (-EIO on every retrieval), its
+ *   folios stay reserved, and the rest of its session is retrieved as
+ *   usual.
  *
- * Table (one block from kho_alloc_preserve, grown when sessions, files
- *   or subsystems are added, filled at FREEZE and by the reboot notifier):
- *   struct lu_ser_table, then @nr_sessions struct lu_ser_session, then
- *   @nr_files struct lu_ser_file, then @nr_deps __u64 tokens, then
- *   @nr_subsystems struct lu_ser_subsystem. Session i owns files
- *   [first_file, first_file + nr_files); file j depends on the tokens
- *   [first_dep, first_dep + nr_deps), all in its own session. A session's
- *   files come in dependency order: a file's dependencies before it.
+ * Table (a vmalloc area preserved with kho_preserve_vmalloc(), order-0
+ *   pages, of any size up to LU_TABLE_MAX_BYTES; grown when sessions,
+ *   files or subsystems are added, filled at FREEZE and by the reboot
+ *   notifier): struct lu_ser_table, then @nr_sessions struct
+ *   lu_ser_session, then @nr_files struct lu_ser_file, then @nr_deps
+ *   __u64 tokens, then @nr_subsystems struct lu_ser_subsystem. Session i
+ *   owns files [first_file, first_file + nr_files); file j depends on the
+ *   tokens [first_dep, first_dep + nr_deps), all in its own session. A
+ *   session's files come in dependency order: a file's dependencies
+ *   before it. Session names are unique, and so are subsystem names.
  *
  * File data: each file entry names its handler by @compatible and points
  *   to the handler's own block, whose format the handler defines (memfd
@@ -50,11 +55,11 @@
  * Versioning: a change to any structure here bumps LU_KHO_VERSION. A
  * kernel that reads an unknown version, a bad magic or an inconsistent
  * table takes nothing over, says so once in the log, and still loads.
- * Once read, the root's magic is overwritten with LU_KHO_MAGIC_CONSUMED so
- * that reloading the module in the same boot does not take data twice.
- * A load that failed after restoring the table leaves
- * LU_KHO_MAGIC_LOADING: @table then names a live folio, which the next
- * load reads in place.
+ * Once taken over, the root's magic is overwritten with
+ * LU_KHO_MAGIC_CONSUMED so that reloading the module in the same boot does
+ * not take data twice. The table is read into a copy and its pages are
+ * given back only then: a load that fails before leaves everything as the
+ * previous kernel wrote it, for a later load.
  */
 #ifndef _LU_FORMAT_H
 #define _LU_FORMAT_H
@@ -69,27 +74,38 @@
 #define LU_KHO_SUBTREE		"liveupdate-module"
 #define LU_KHO_MAGIC		0x4c554d4f44303031ULL	/* "LUMOD001" */
 #define LU_KHO_MAGIC_CONSUMED	0x4c554d4f44444f4eULL	/* "LUMODDON" */
-#define LU_KHO_MAGIC_LOADING	0x4c554d4f444c4f44ULL	/* "LUMODLOD" */
-#define LU_KHO_VERSION		3
+#define LU_KHO_VERSION		4
+
+/*
+ * The largest table: bounds what the next kernel allocates for its copy.
+ * It holds millions of files, so it also keeps every count below 2^32.
+ */
+#define LU_TABLE_MAX_BYTES	(256UL << 20)
+/* Most subsystems registered at once: their names are checked pairwise. */
+#define LU_MAX_SUBSYSTEMS	64
 
 /**
  * struct lu_ser_root - the subtree's blob
  * @magic:       LU_KHO_MAGIC
  * @version:     LU_KHO_VERSION
  * @root_size:   sizeof(struct lu_ser_root) of the writer
- * @table:       physical address of struct lu_ser_table, or 0
- * @table_size:  bytes of the table block
- * @table_crc:   crc32_le(~0, ...) ^ ~0 of the table's used bytes
+ * @table:       the table's vmalloc area (kho_preserve_vmalloc()), or
+ *               all zero
+ * @table_bytes: used bytes at the start of the area
+ * @table_crc:   crc32_le(~0, ...) ^ ~0 of those bytes
+ * @list_crc:    the same CRC of every page of the area's page list
+ *               (struct kho_vmalloc_chunk), whole, in list order
  * @reserved:    zero
  */
 struct lu_ser_root {
 	__u64 magic;
 	__u32 version;
 	__u32 root_size;
-	__u64 table;
-	__u64 table_size;
+	struct kho_vmalloc table;
+	__u64 table_bytes;
 	__u32 table_crc;
-	__u32 reserved;
+	__u32 list_crc;
+	__u64 reserved;
 };
 
 /**

@@ -73,19 +73,23 @@ enum lu_session_state {
 /**
  * struct lu_session - a named set of files
  * @node:      entry in lu.outgoing or lu.incoming
+ * @name_node: entry in the outgoing or incoming sessions by name
  * @name:      NUL-terminated name
  * @state:     see enum lu_session_state; changed by lu_session_set_state()
  * @files:     the struct lu_file list, in dependency order once sorted
  * @tokens:    the same files by token
  * @nr_files:  entries in @files
+ * @walk_gen:  generation of the last dependency walk (lu_file.c)
  */
 struct lu_session {
 	struct list_head node;
+	struct hlist_node name_node;
 	char name[LIVEUPDATE_SESSION_NAME_LENGTH];
 	enum lu_session_state state;
 	struct list_head files;
 	struct xarray tokens;
 	unsigned int nr_files;
+	unsigned int walk_gen;
 };
 
 /**
@@ -240,6 +244,8 @@ extern struct lu_file_handler lu_memfd_handler;
 /* lu_kho.c */
 u32 lu_crc(const void *p, size_t len, u32 crc);
 bool lu_phys_readable(phys_addr_t phys, size_t len);
+int lu_vmalloc_read(const struct kho_vmalloc *desc, void *dst, size_t len,
+		    u32 *crc, u32 *list_crc);
 int lu_kho_init(void);
 void lu_kho_exit(void);
 int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,

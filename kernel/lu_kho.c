@@ -5,11 +5,12 @@
  * Writes and reads the format described in lu_format.h. The root page is
  * preserved and registered as a KHO subtree at module load; KHO has no
  * finalize step, so the next kernel sees whatever the root holds at the
- * moment of the jump. The table is allocated (and grown) whenever a
- * session or file is added, so that the reboot notifier only fills memory
- * it already owns and cannot fail. The root carries the table's checksum;
- * the next kernel checks it, reading the table in place, before it asks
- * KHO for the table.
+ * moment of the jump. The table is a vmalloc area, preserved and grown
+ * (doubling) whenever a session, file or subsystem is added, so that the
+ * reboot notifier only fills memory it already owns and cannot fail. The
+ * root carries the checksums of the table and of its page list; the next
+ * kernel reads both in place, copies the table, and gives the table's
+ * pages back only once the sessions are built.
  */
 #include <linux/cleanup.h>
 #include <linux/crc32.h>
@@ -21,12 +22,15 @@
 #include <linux/overflow.h>
 #include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/vmalloc.h>
 
 #include "lu_internal.h"
 
 static struct lu_ser_root *lu_root;
+/* The outgoing table: a vmalloc area of lu_table_size bytes, preserved. */
 static void *lu_table;
 static size_t lu_table_size;
+static struct kho_vmalloc lu_table_kho;
 
 /* Where each array of the table starts, for given counts. */
 struct lu_table_layout {
@@ -99,6 +103,139 @@ bool lu_phys_readable(phys_addr_t phys, size_t len)
 	return true;
 }
 
+/* What lu_vmalloc_walk() does with each page it visits. */
+typedef int (*lu_page_fn)(void *ctx, phys_addr_t phys);
+
+/*
+ * Visits the pages of a vmalloc area preserved by kho_preserve_vmalloc()
+ * (the previous kernel's, or our own), through its page list
+ * (include/linux/kho/abi/kexec_handover.h): @data for each of its pages
+ * in order, then @list (if any) for the page of the list that named them,
+ * which @list may free. Every page is checked to be RAM before it is
+ * visited, and a damaged list cannot make the walk longer than the area.
+ *
+ * Return: 0, what a visit returned, -ENXIO if the list is cut short or
+ * too long, or -EFAULT for a page that is not RAM.
+ */
+static int lu_vmalloc_walk(const struct kho_vmalloc *desc, lu_page_fn data,
+			   lu_page_fn list, void *ctx)
+{
+	unsigned long nr_chunks = 0, i = 0;
+	phys_addr_t next = desc->first.phys;
+	unsigned int slot;
+	int err;
+
+	if (desc->order)
+		return -ENXIO;
+	while (next) {
+		const struct kho_vmalloc_chunk *chunk;
+		phys_addr_t this = next;
+
+		/* kho_preserve_vmalloc() ends with a chunk that has room. */
+		if (nr_chunks++ > desc->total_pages / KHO_VMALLOC_SIZE)
+			return -ENXIO;
+		if (!lu_phys_readable(this, PAGE_SIZE))
+			return -EFAULT;
+		chunk = phys_to_virt(this);
+		for (slot = 0; slot < KHO_VMALLOC_SIZE &&
+			       i < desc->total_pages; slot++, i++) {
+			if (!lu_phys_readable(chunk->phys[slot], PAGE_SIZE))
+				return -EFAULT;
+			err = data(ctx, chunk->phys[slot]);
+			if (err)
+				return err;
+		}
+		next = chunk->hdr.next.phys;
+		if (list) {
+			err = list(ctx, this);
+			if (err)
+				return err;
+		}
+		cond_resched();
+	}
+	return i == desc->total_pages ? 0 : -ENXIO;
+}
+
+struct lu_vmalloc_reader {
+	void *dst;
+	size_t left;
+	u32 crc;
+	u32 list_crc;
+};
+
+static int lu_vmalloc_read_page(void *ctx, phys_addr_t phys)
+{
+	struct lu_vmalloc_reader *r = ctx;
+	size_t n = min_t(size_t, r->left, PAGE_SIZE);
+
+	if (!n)
+		return 0;
+	r->crc = lu_crc(phys_to_virt(phys), n, r->crc);
+	if (r->dst) {
+		memcpy(r->dst, phys_to_virt(phys), n);
+		r->dst += n;
+	}
+	r->left -= n;
+	return 0;
+}
+
+static int lu_vmalloc_read_list(void *ctx, phys_addr_t phys)
+{
+	struct lu_vmalloc_reader *r = ctx;
+
+	r->list_crc = lu_crc(phys_to_virt(phys), PAGE_SIZE, r->list_crc);
+	return 0;
+}
+
+/**
+ * lu_vmalloc_read - read a preserved vmalloc area in place
+ * @desc:     the area's KHO descriptor
+ * @dst:      where to copy its first @len bytes, or NULL
+ * @len:      bytes to read, at most the area's size
+ * @crc:      set to the lu_crc() of those bytes
+ * @list_crc: if not NULL, set to the lu_crc() of the area's page list
+ *
+ * Nothing is restored or changed: a failure leaves the area as it was.
+ *
+ * Return: 0, -ENXIO for a page list cut short, too long or of the wrong
+ * shape, or -EFAULT for a page that is not RAM.
+ */
+int lu_vmalloc_read(const struct kho_vmalloc *desc, void *dst, size_t len,
+		    u32 *crc, u32 *list_crc)
+{
+	struct lu_vmalloc_reader r = { .dst = dst, .left = len };
+	int err;
+
+	if (len > (size_t)desc->total_pages * PAGE_SIZE)
+		return -ENXIO;
+	err = lu_vmalloc_walk(desc, lu_vmalloc_read_page,
+			      list_crc ? lu_vmalloc_read_list : NULL, &r);
+	*crc = r.crc;
+	if (list_crc)
+		*list_crc = r.list_crc;
+	return err;
+}
+
+static int lu_vmalloc_free_page(void *ctx, phys_addr_t phys)
+{
+	struct page *page = kho_restore_pages(phys, 1);
+
+	if (!page)
+		return -EFAULT;
+	__free_page(page);
+	return 0;
+}
+
+/*
+ * Gives back the pages of a preserved vmalloc area that lu_vmalloc_read()
+ * checked, page list included, without mapping them again.
+ */
+static void lu_vmalloc_release(const struct kho_vmalloc *desc)
+{
+	lu_vmalloc_walk(desc, lu_vmalloc_free_page, lu_vmalloc_free_page,
+			NULL);
+}
+
 /**
  * lu_kho_init - preserve the root and register the subtree
  *
@@ -125,6 +262,18 @@ int lu_kho_init(void)
 	return err;
 }
 
+/* Frees the outgoing table; the root must not name it any more. */
+static void lu_table_free(void)
+{
+	if (!lu_table)
+		return;
+	kho_unpreserve_vmalloc(&lu_table_kho);
+	vfree(lu_table);
+	lu_table = NULL;
+	lu_table_size = 0;
+	lu_table_kho = (struct kho_vmalloc){};
+}
+
 /**
  * lu_kho_exit - unregister the subtree and free the outgoing blocks
  */
@@ -132,10 +281,8 @@ void lu_kho_exit(void)
 {
 	kho_remove_subtree(lu_root);
 	kho_unpreserve_free(lu_root);
-	kho_unpreserve_free(lu_table);
 	lu_root = NULL;
-	lu_table = NULL;
-	lu_table_size = 0;
+	lu_table_free();
 }
 
 /**
@@ -145,7 +292,7 @@ void lu_kho_exit(void)
  * @more_deps:       dependencies they name
  * @more_subsystems: subsystems about to be registered
  *
- * Return: 0, -ENOMEM, or -E2BIG beyond the largest block KHO allocates.
+ * Return: 0, -ENOMEM, or -ENOSPC beyond LU_TABLE_MAX_BYTES.
  */
 int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,
 		   unsigned int more_deps, unsigned int more_subsystems)
@@ -154,19 +301,32 @@ int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,
 				     (size_t)lu.nr_out_files + more_files,
 				     (size_t)lu.nr_out_deps + more_deps,
 				     (size_t)lu.nr_subsystems + more_subsystems);
+	struct kho_vmalloc kho = {};
 	void *table;
+	int err;
 
 	lockdep_assert_held(&lu.lock);
 	if (need <= lu_table_size)
 		return 0;
+	if (need > LU_TABLE_MAX_BYTES)
+		return -ENOSPC;
 	/* Grow by doubling so that adding n files costs O(n) copies. */
-	need = max(need, 2 * lu_table_size);
-	table = kho_alloc_preserve(need);
-	if (IS_ERR(table))
-		return PTR_ERR(table);
-	kho_unpreserve_free(lu_table);
+	need = PAGE_ALIGN(min(max(need, 2 * lu_table_size),
+			      LU_TABLE_MAX_BYTES));
+	table = vmalloc(need);
+	if (!table)
+		return -ENOMEM;
+	err = kho_preserve_vmalloc(table, &kho);
+	if (err) {
+		vfree(table);
+		return err;
+	}
+	/* A published table is written again (FREEZE, notifier) anyway. */
+	lu_kho_unpublish();
+	lu_table_free();
 	lu_table = table;
-	lu_table_size = PAGE_SIZE << get_order(need);
+	lu_table_size = need;
+	lu_table_kho = kho;
 	return 0;
 }
 
@@ -187,7 +347,7 @@ void lu_kho_write_table(void)
 	struct lu_session *session;
 	struct lu_subsystem *ss;
 	struct lu_file *lf;
-	u32 nr_sessions = 0, nr_files = 0, nr_deps = 0, nr_ss = 0;
+	u32 nr_sessions = 0, nr_files = 0, nr_deps = 0, nr_ss = 0, crc;
 	u64 *ser_dep;
 
 	lockdep_assert_held(&lu.lock);
@@ -242,6 +402,7 @@ void lu_kho_write_table(void)
 				lu_memfd_debug_damage(lf);
 		}
 		ser_session++;
+		cond_resched();
 	}
 	list_for_each_entry(ss, &lu.subsystems, list) {
 		if (!ss->prepared)
@@ -254,9 +415,11 @@ void lu_kho_write_table(void)
 	table->nr_files = nr_files;
 	table->nr_deps = nr_deps;
 	table->nr_subsystems = nr_ss;
-	lu_root->table = virt_to_phys(lu_table);
-	lu_root->table_size = lu_table_size;
 	lu_root->table_crc = lu_crc(lu_table, l.end, 0);
+	/* Our own area: the walk cannot fail. */
+	lu_vmalloc_read(&lu_table_kho, NULL, 0, &crc, &lu_root->list_crc);
+	lu_root->table_bytes = l.end;
+	lu_root->table = lu_table_kho;
 	lu_info("handing over %u sessions with %u files, %u subsystems\n",
 		nr_sessions, nr_files, nr_ss);
 	/* Test hook: damage after the table's checksum, as in transit. */
@@ -270,8 +433,10 @@ void lu_kho_write_table(void)
 void lu_kho_unpublish(void)
 {
 	lockdep_assert_held(&lu.lock);
-	lu_root->table = 0;
-	lu_root->table_size = 0;
+	lu_root->table = (struct kho_vmalloc){};
+	lu_root->table_bytes = 0;
+	lu_root->table_crc = 0;
+	lu_root->list_crc = 0;
 }
 
 static bool lu_name_valid(const u8 *name, size_t len)
@@ -283,11 +448,12 @@ static bool lu_name_valid(const u8 *name, size_t len)
 
 /*
  * Checks the table's shape before anything is built from it: sizes,
- * ranges, names. Tokens (unique, dependencies before their dependents)
- * are checked while the sessions are built, through each session's
- * token index: O(n log n) in all.
+ * ranges, names. Session names and tokens (unique, dependencies before
+ * their dependents) are checked while the sessions are built, through
+ * the sessions' name index and each session's token index: O(n log n) in
+ * all.
  */
-static const char *lu_kho_check_table(const void *base, size_t avail)
+static const char *lu_kho_check_table(const void *base, size_t bytes)
 {
 	const struct lu_ser_table *table = base;
 	const struct lu_ser_session *sessions;
@@ -296,12 +462,14 @@ static const char *lu_kho_check_table(const void *base, size_t avail)
 	struct lu_table_layout l;
 	u32 i, j, next_file = 0;
 
-	if (avail < sizeof(*table))
+	if (bytes < sizeof(*table))
 		return "table larger than its block";
 	lu_table_layout(&l, table->nr_sessions, table->nr_files,
 			table->nr_deps, table->nr_subsystems);
-	if (l.end > avail)
-		return "table larger than its block";
+	if (l.end != bytes)
+		return "table size does not match its counts";
+	if (table->nr_subsystems > LU_MAX_SUBSYSTEMS)
+		return "too many subsystems";
 	sessions = base + l.sessions;
 	files = base + l.files;
 	subsystems = base + l.subsystems;
@@ -310,9 +478,6 @@ static const char *lu_kho_check_table(const void *base, size_t avail)
 
 		if (!lu_name_valid(s->name, sizeof(s->name)))
 			return "bad session name";
-		for (j = 0; j < i; j++)
-			if (!strcmp(s->name, sessions[j].name))
-				return "duplicate session name";
 		if (s->first_file != next_file ||
 		    s->nr_files > table->nr_files - next_file)
 			return "bad file range";
@@ -328,6 +493,7 @@ static const char *lu_kho_check_table(const void *base, size_t avail)
 				return "bad dependency range";
 		}
 		next_file += s->nr_files;
+		cond_resched();
 	}
 	if (next_file != table->nr_files)
 		return "files outside any session";
@@ -373,6 +539,7 @@ static int lu_kho_build_incoming(const void *base)
 			if (err)
 				return err;
 		}
+		cond_resched();
 	}
 	if (!table->nr_subsystems)
 		return 0;
@@ -389,55 +556,43 @@ static int lu_kho_build_incoming(const void *base)
 	return 0;
 }
 
-/* The largest table: one block from kho_alloc_preserve(). */
-#define LU_TABLE_MAX	(PAGE_SIZE << MAX_PAGE_ORDER)
-
 /*
- * Checks the table in place, before KHO is asked for it (KHO WARNs on an
- * address it did not preserve): where it is, its size, and the checksum
- * the root holds for it. Return: why it is damaged, or NULL.
+ * Checks the root's description of the table: why it is damaged, or
+ * NULL.
  */
-static const char *lu_kho_verify_table(const struct lu_ser_root *root)
+static const char *lu_kho_check_root(const struct lu_ser_root *root)
 {
-	phys_addr_t root_phys = virt_to_phys((void *)root);
-	const struct lu_ser_table *table;
-	size_t used;
-
 	if (root->reserved)
 		return "reserved field set";
-	if (!PAGE_ALIGNED(root->table) || root->table_size < sizeof(*table) ||
-	    root->table_size > LU_TABLE_MAX)
-		return "address or size out of range";
-	if (root_phys < root->table + root->table_size &&
-	    root->table < root_phys + sizeof(*root))
-		return "it overlaps the root";
-	if (!lu_phys_readable(root->table, root->table_size))
-		return "it is not in RAM";
-	table = phys_to_virt(root->table);
-	used = lu_table_bytes(table->nr_sessions, table->nr_files,
-			      table->nr_deps, table->nr_subsystems);
-	if (used > root->table_size)
-		return "table larger than its block";
-	if (lu_crc(table, used, 0) != root->table_crc)
-		return "checksum mismatch";
+	if (root->table_bytes < sizeof(struct lu_ser_table) ||
+	    root->table_bytes > LU_TABLE_MAX_BYTES ||
+	    root->table.total_pages > LU_TABLE_MAX_BYTES >> PAGE_SHIFT)
+		return "size out of range";
 	return NULL;
 }
 
 /*
- * The table, verified: restored from KHO, or (after a failed load)
- * already live.
+ * Copies the table, read in place, into @copy (root->table_bytes), and
+ * checks both checksums and its shape. Nothing is restored: the previous
+ * kernel's pages stay as they are. Return: why it is damaged, or NULL.
  */
-static struct folio *lu_kho_table_folio(const struct lu_ser_root *root)
+static const char *lu_kho_copy_table(const struct lu_ser_root *root,
+				     void *copy)
 {
-	struct folio *folio;
+	u32 crc, list_crc;
+	int err;
 
-	if (root->magic == LU_KHO_MAGIC_LOADING)
-		return virt_to_folio(phys_to_virt(root->table));
-	folio = kho_restore_folio(root->table);
-	if (!folio)
-		pr_err("liveupdate: hand-over table at %#llx not preserved, ignored\n",
-		       root->table);
-	return folio;
+	err = lu_vmalloc_read(&root->table, copy, root->table_bytes, &crc,
+			      &list_crc);
+	if (err == -EFAULT)
+		return "a page of it is not in RAM";
+	if (err)
+		return "its page list is cut short or too long";
+	if (list_crc != root->list_crc)
+		return "page list checksum mismatch";
+	if (crc != root->table_crc)
+		return "checksum mismatch";
+	return lu_kho_check_table(copy, root->table_bytes);
 }
 
 /*
@@ -473,8 +628,6 @@ static struct lu_ser_root *lu_kho_incoming_root(void)
 		lu_info("hand-over data already taken by an earlier load\n");
 		return NULL;
 	}
-	if (root->magic == LU_KHO_MAGIC_LOADING)
-		return root;
 	if (root->magic != LU_KHO_MAGIC) {
 		pr_err("liveupdate: hand-over root has bad magic %#llx, ignored\n",
 		       root->magic);
@@ -490,7 +643,7 @@ static struct lu_ser_root *lu_kho_incoming_root(void)
 		       size);
 		return NULL;
 	}
-	if (!root->table) {
+	if (!root->table.first.phys) {
 		lu_info("no session was handed over\n");
 		root->magic = LU_KHO_MAGIC_CONSUMED;
 		return NULL;
@@ -498,95 +651,84 @@ static struct lu_ser_root *lu_kho_incoming_root(void)
 	return root;
 }
 
+/* Where the table came from, between a load and its commit or abort. */
 static struct lu_ser_root *lu_in_root;
-static struct folio *lu_in_table;
 
 /**
  * lu_kho_load_incoming - read what the previous kernel handed over
  *
- * Builds the incoming sessions and subsystems; lu_kho_commit_incoming()
- * or lu_kho_abort_incoming() ends the load. Damaged data takes nothing
- * over, with one log line, and is not an error: the module still loads.
+ * Builds the incoming sessions and subsystems from a checked copy of the
+ * table; lu_kho_commit_incoming() or lu_kho_abort_incoming() ends the
+ * load. Damaged data takes nothing over, with one log line, and is not
+ * an error: the module still loads.
  *
- * A failing module load must lose nothing: a restored page cannot be
- * restored again, so once the table is restored the root says so
- * (LU_KHO_MAGIC_LOADING) and keeps pointing at the now live table; a
- * later load reads it in place. No file data is touched here.
+ * A failing module load must lose nothing: until the commit nothing of
+ * the previous kernel's is restored or changed, so a later load reads it
+ * all again. No file data is touched here.
  *
  * Return: 0, or -ENOMEM: nothing was taken over, and a later load may
  * take it all.
  */
 int lu_kho_load_incoming(void)
 {
-	const struct lu_ser_table *table;
 	struct lu_ser_root *root;
-	struct folio *folio;
+	void *copy = NULL;
 	const char *why;
 	int err;
 
 	root = lu_kho_incoming_root();
 	if (!root)
 		return 0;
-	why = lu_kho_verify_table(root);
+	why = lu_kho_check_root(root);
+	if (!why) {
+		copy = kvmalloc(root->table_bytes, GFP_KERNEL);
+		if (!copy)
+			return -ENOMEM;
+		why = lu_kho_copy_table(root, copy);
+	}
 	if (why) {
 		pr_err("liveupdate: hand-over table rejected: %s\n", why);
 		root->magic = LU_KHO_MAGIC_CONSUMED;
-		return 0;
-	}
-	folio = lu_kho_table_folio(root);
-	if (!folio) {
-		root->magic = LU_KHO_MAGIC_CONSUMED;
-		return 0;
-	}
-	root->magic = LU_KHO_MAGIC_LOADING;
-	table = folio_address(folio);
-	why = lu_kho_check_table(table, min_t(u64, root->table_size,
-					      folio_size(folio)));
-	if (why) {
-		pr_err("liveupdate: hand-over table rejected: %s\n", why);
-		root->magic = LU_KHO_MAGIC_CONSUMED;
-		folio_put(folio);
+		kvfree(copy);
 		return 0;
 	}
 	scoped_guard(mutex, &lu.lock)
-		err = lu_kho_build_incoming(table);
-	if (err == -EBADMSG) {
-		lu_kho_abort_incoming();
-		pr_err("liveupdate: hand-over table rejected: duplicate token or dependency out of order\n");
-		root->magic = LU_KHO_MAGIC_CONSUMED;
-		folio_put(folio);
-		return 0;
-	}
+		err = lu_kho_build_incoming(copy);
+	kvfree(copy);
 	if (err) {
 		lu_kho_abort_incoming();
-		pr_err("liveupdate: cannot take over sessions now: %d; a later load will\n",
-		       err);
-		return err;
+		if (err != -EBADMSG) {
+			pr_err("liveupdate: cannot take over sessions now: %d; a later load will\n",
+			       err);
+			return err;
+		}
+		pr_err("liveupdate: hand-over table rejected: duplicate session name or token, or dependency out of order\n");
+		root->magic = LU_KHO_MAGIC_CONSUMED;
+		return 0;
 	}
 	lu_in_root = root;
-	lu_in_table = folio;
 	return 0;
 }
 
 /**
  * lu_kho_commit_incoming - the module loaded: the sessions are taken over
+ *
+ * The table's pages, copied at load, are given back.
  */
 void lu_kho_commit_incoming(void)
 {
-	const struct lu_ser_table *table;
-
 	if (!lu_in_root)
 		return;
-	table = folio_address(lu_in_table);
-	lu_info("took over %u sessions with %u files, %u subsystems\n",
-		table->nr_sessions, table->nr_files, table->nr_subsystems);
 	lu_in_root->magic = LU_KHO_MAGIC_CONSUMED;
-	folio_put(lu_in_table);
+	lu_vmalloc_release(&lu_in_root->table);
 	lu_in_root = NULL;
-	lu_in_table = NULL;
-	scoped_guard(mutex, &lu.lock)
+	scoped_guard(mutex, &lu.lock) {
+		lu_info("took over %u sessions with %u files, %u subsystems\n",
+			lu.nr_in_sessions, lu.nr_in_files,
+			lu.nr_in_subsystems);
 		if (lu.nr_in_sessions || lu.nr_in_subsystems)
 			lu.state = LIVEUPDATE_STATE_UPDATED;
+	}
 }
 
 /**
@@ -600,5 +742,4 @@ void lu_kho_abort_incoming(void)
 	scoped_guard(mutex, &lu.lock)
 		lu_subsystems_release_incoming();
 	lu_in_root = NULL;
-	lu_in_table = NULL;
 }

@@ -597,28 +597,16 @@ static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
  */
 static const char *lu_memfd_verify_records(const struct lu_ser_memfd *ser)
 {
-	const struct kho_vmalloc_chunk *chunk;
-	phys_addr_t next = ser->folios.first.phys;
-	u64 left = ser->nr_folios;
-	unsigned int slot;
-	u32 crc = 0;
-	size_t n;
+	u32 crc;
+	int err;
 
-	while (left) {
-		if (!lu_phys_readable(next, PAGE_SIZE))
-			return "folio array cut short";
-		chunk = phys_to_virt(next);
-		for (slot = 0; slot < KHO_VMALLOC_SIZE && left; slot++) {
-			if (!lu_phys_readable(chunk->phys[slot], PAGE_SIZE))
-				return "folio array page missing";
-			n = min_t(u64, left, LU_RECORDS_PER_PAGE);
-			crc = lu_crc(phys_to_virt(chunk->phys[slot]),
-				     n * sizeof(struct lu_ser_folio), crc);
-			left -= n;
-		}
-		next = chunk->hdr.next.phys;
-		cond_resched();
-	}
+	err = lu_vmalloc_read(&ser->folios, NULL,
+			      ser->nr_folios * sizeof(struct lu_ser_folio),
+			      &crc, NULL);
+	if (err == -EFAULT)
+		return "folio array page missing";
+	if (err)
+		return "folio array cut short";
 	return crc == ser->records_crc ? NULL : "folio records checksum mismatch";
 }
 

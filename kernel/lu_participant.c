@@ -138,7 +138,8 @@ static struct lu_in_subsystem *lu_in_subsystem_find(const char *name)
  * @ss: the subsystem; it must stay valid until unregistered
  *
  * Return: 0, -EINVAL for a bad name or a missing callback, -EEXIST for a
- * name in use, -EBUSY between PREPARE and CANCEL, or -ENOMEM.
+ * name in use, -EBUSY between PREPARE and CANCEL, -ENOSPC beyond
+ * LU_MAX_SUBSYSTEMS, or -ENOMEM.
  */
 int lu_register_subsystem(struct lu_subsystem *ss)
 {
@@ -152,6 +153,8 @@ int lu_register_subsystem(struct lu_subsystem *ss)
 		return -EBUSY;
 	if (lu_subsystem_find(ss->name))
 		return -EEXIST;
+	if (lu.nr_subsystems >= LU_MAX_SUBSYSTEMS)
+		return -ENOSPC;
 	err = lu_kho_reserve(0, 0, 0, 1);
 	if (err)
 		return err;

@@ -24,7 +24,9 @@
 #include <linux/anon_inodes.h>
 #include <linux/cleanup.h>
 #include <linux/file.h>
+#include <linux/hashtable.h>
 #include <linux/slab.h>
+#include <linux/stringhash.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 
@@ -54,15 +56,54 @@ void lu_session_set_state(struct lu_session *session,
 	session->state = state;
 }
 
-static struct lu_session *lu_session_find(struct list_head *list,
+/*
+ * Sessions by name, one table per direction: a lookup costs O(1) however
+ * many sessions there are (CREATE_SESSION, RETRIEVE_SESSION, and the
+ * duplicate check when a hand-over is read).
+ */
+#define LU_NAME_BITS	10
+static DEFINE_HASHTABLE(lu_outgoing_names, LU_NAME_BITS);
+static DEFINE_HASHTABLE(lu_incoming_names, LU_NAME_BITS);
+
+static struct hlist_head *lu_session_bucket(struct hlist_head *names,
+					    const char *name)
+{
+	u32 hash = full_name_hash(NULL, name,
+				  strnlen(name, LIVEUPDATE_SESSION_NAME_LENGTH));
+
+	return &names[hash_min(hash, LU_NAME_BITS)];
+}
+
+static struct lu_session *lu_session_find(struct hlist_head *names,
 					  const char *name)
 {
 	struct lu_session *session;
 
-	list_for_each_entry(session, list, node)
+	hlist_for_each_entry(session, lu_session_bucket(names, name), name_node)
 		if (!strncmp(session->name, name, sizeof(session->name)))
 			return session;
 	return NULL;
+}
+
+/* Publishes @session under its name, in @list. */
+static void lu_session_link(struct lu_session *session,
+			    struct list_head *list)
+{
+	struct hlist_head *names = lu_session_incoming(session) ?
+				   lu_incoming_names : lu_outgoing_names;
+
+	list_add_tail(&session->node, list);
+	hlist_add_head(&session->name_node,
+		       lu_session_bucket(names, session->name));
+}
+
+/* Undoes lu_session_link() and frees @session, whose files are gone. */
+static void lu_session_unlink(struct lu_session *session)
+{
+	list_del(&session->node);
+	hlist_del_init(&session->name_node);
+	xa_destroy(&session->tokens);
+	kfree(session);
 }
 
 /**
@@ -74,9 +115,7 @@ void lu_session_free(struct lu_session *session)
 	lockdep_assert_held(&lu.lock);
 	lu_file_unpreserve_all(session);
 	lu.nr_out_sessions--;
-	list_del(&session->node);
-	xa_destroy(&session->tokens);
-	kfree(session);
+	lu_session_unlink(session);
 }
 
 /**
@@ -120,9 +159,7 @@ int lu_session_drop_incoming(struct lu_session *session,
 
 	if (err)
 		return err;
-	list_del(&session->node);
-	xa_destroy(&session->tokens);
-	kfree(session);
+	lu_session_unlink(session);
 	return 0;
 }
 
@@ -310,7 +347,7 @@ int lu_session_create(const char *name, struct file **filep)
 		return -EINTR;
 	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
 		return -EBUSY;
-	if (lu_session_find(&lu.outgoing, name))
+	if (lu_session_find(lu_outgoing_names, name))
 		return -EEXIST;
 	err = lu_kho_reserve(1, 0, 0, 0);
 	if (err)
@@ -327,7 +364,7 @@ int lu_session_create(const char *name, struct file **filep)
 		kfree(session);
 		return PTR_ERR(file);
 	}
-	list_add_tail(&session->node, &lu.outgoing);
+	lu_session_link(session, &lu.outgoing);
 	lu.nr_out_sessions++;
 	*filep = file;
 	return 0;
@@ -349,7 +386,7 @@ int lu_session_retrieve(const char *name, struct file **filep)
 	ACQUIRE(mutex_kill, lock)(&lu.lock);
 	if (ACQUIRE_ERR(mutex_kill, &lock))
 		return -EINTR;
-	session = lu_session_find(&lu.incoming, name);
+	session = lu_session_find(lu_incoming_names, name);
 	if (!session)
 		return -ENOENT;
 	if (session->state != LU_SESSION_PENDING)
@@ -367,13 +404,16 @@ int lu_session_retrieve(const char *name, struct file **filep)
  * @name:     its name, already validated
  * @sessionp: the new session
  *
- * Return: 0 or -ENOMEM.
+ * Return: 0, -EBADMSG if an incoming session has that name already, or
+ * -ENOMEM.
  */
 int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
 {
 	struct lu_session *session;
 
 	lockdep_assert_held(&lu.lock);
+	if (lu_session_find(lu_incoming_names, name))
+		return -EBADMSG;
 	session = kzalloc_obj(*session, GFP_KERNEL);
 	if (!session)
 		return -ENOMEM;
@@ -381,7 +421,7 @@ int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
 	INIT_LIST_HEAD(&session->files);
 	xa_init(&session->tokens);
 	session->state = LU_SESSION_PENDING;
-	list_add_tail(&session->node, &lu.incoming);
+	lu_session_link(session, &lu.incoming);
 	lu.nr_in_sessions++;
 	*sessionp = session;
 	return 0;
@@ -406,9 +446,7 @@ void lu_session_discard_incoming(void)
 			lu_err("session %s: its memory stays reserved\n",
 			       session->name);
 			lu_file_forget_all(session);
-			list_del(&session->node);
-			xa_destroy(&session->tokens);
-			kfree(session);
+			lu_session_unlink(session);
 		}
 	}
 }
@@ -426,9 +464,7 @@ void lu_session_forget_incoming(void)
 	guard(mutex)(&lu.lock);
 	list_for_each_entry_safe(session, next, &lu.incoming, node) {
 		lu_file_forget_all(session);
-		list_del(&session->node);
-		xa_destroy(&session->tokens);
-		kfree(session);
+		lu_session_unlink(session);
 	}
 	lu.nr_in_sessions = 0;
 }

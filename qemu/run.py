@@ -7,11 +7,14 @@ by `kexec -s` from the previous). A line may start with "[N]": the stage
 must then report exactly N tests passed (kselftest "# Totals:" lines and
 pytest summaries on the console are added up) and none skipped, failed
 or in error, so a stage that silently ran nothing or skipped fails.
-Commands run in the checkout, inside the host's root filesystem shared
-read-only over 9p, with liveupdate.ko (--module) loaded first unless the
-line starts with "[N manual-load]": then the command loads it. /run/out in the guest is a writable directory
-of the host that survives the kexecs: stages leave data there for later
-stages. The exit status is 0 only if every stage passed.
+Lines starting with "#" are comments; "# guest memory: SIZE" gives the
+plan a guest of SIZE (QEMU's -m) instead of --mem. Commands run in the
+checkout, inside the host's root filesystem shared read-only over 9p,
+with liveupdate.ko (--module) loaded first unless the line starts with
+"[N manual-load]": then the command loads it. /run/out in the guest is a
+writable directory of the host that survives the kexecs: stages leave
+data there for later stages. The exit status is 0 only if every stage
+passed.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ STAGE_RE = re.compile(r"LU-STAGE (\d+)/(\d+) (BEGIN|RESULT)(.*)")
 FATAL_RE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops|general protection|"
                       r"INFO: task .* blocked|detected stalls|LU-GUEST kmemleak:")
 EXPECT_RE = re.compile(r"^\[(\d+)( manual-load)?\]\s+(.*)$")
+MEMORY_RE = re.compile(r"^#\s*guest memory:\s*(\d+[MG])\s*$")
 # How stage.sh learns that a stage loads the module itself.
 MANUAL_LOAD = "#manual-load "
 KSFT_TOTALS_RE = re.compile(r"# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) "
@@ -90,7 +94,7 @@ def parse_plan(text: str) -> list[tuple[int | None, str]]:
     """The plan's stages: (tests expected or None, command as stage.sh reads it)."""
     stages: list[tuple[int | None, str]] = []
     for line in text.splitlines():
-        if not line.strip():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         m = EXPECT_RE.match(line.strip())
         if m:
@@ -98,6 +102,12 @@ def parse_plan(text: str) -> list[tuple[int | None, str]]:
         else:
             stages.append((None, line))
     return stages
+
+
+def plan_memory(text: str) -> str | None:
+    """The guest memory the plan asks for ("# guest memory: 6G"), if any."""
+    sizes = [m.group(1) for m in map(MEMORY_RE.match, text.splitlines()) if m]
+    return sizes[-1] if sizes else None
 
 
 def guest_path(path: Path) -> str:
@@ -212,7 +222,9 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true", help="do not echo the serial console")
     args = parser.parse_args()
 
-    stages = parse_plan(args.plan.read_text())
+    text = args.plan.read_text()
+    stages = parse_plan(text)
+    memory = plan_memory(text) or args.mem
     plan = [command for _, command in stages]
     if not plan:
         sys.exit(f"run.py: {args.plan} has no stage")
@@ -237,7 +249,7 @@ def main() -> int:
 
     cmd = [
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
-        "-m", args.mem, "-smp", args.smp, "-nodefaults", "-display", "none",
+        "-m", memory, "-smp", args.smp, "-nodefaults", "-display", "none",
         "-no-reboot", "-serial", "stdio", "-monitor", "none",
         "-kernel", str(args.kernel), "-initrd", str(out / "initrd.cpio.gz"),
         "-append", f"{append} lu.stage=1",

@@ -61,7 +61,7 @@ TEST_F(st, get_state)
 
 	ASSERT_EQ(0, lu_get_state(self->dev, &st));
 	EXPECT_EQ((uint32_t)LIVEUPDATE_STATE_NORMAL, st.state);
-	EXPECT_EQ(3U, st.format_version);
+	EXPECT_EQ(4U, st.format_version);
 	EXPECT_EQ(1U, st.nr_sessions);
 	EXPECT_EQ(1U, st.nr_files);
 	EXPECT_EQ(0U, st.nr_bytes);

@@ -61,6 +61,13 @@ def test_parse_plan() -> None:
         (3, "a b"), (None, "plain command"), (1, "#manual-load c")]
 
 
+def test_plan_comments_and_memory() -> None:
+    text = "# 100,000 files\n# guest memory: 6G\n[1] a\n"
+    assert runner.parse_plan(text) == [(1, "a")]
+    assert runner.plan_memory(text) == "6G"
+    assert runner.plan_memory("[1] a\n") is None
+
+
 @pytest.mark.parametrize("plan", sorted((CHECKOUT / "selftests" / "plans").glob("*.plan")),
                          ids=lambda p: p.name)
 def test_every_test_plan_states_its_counts(plan: Path) -> None:

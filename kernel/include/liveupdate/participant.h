@@ -136,7 +136,8 @@ enum lu_file_state {
  * @session:    the session that holds the file
  * @compatible: the handler's name (incoming: from the hand-over data)
  * @err:        LU_FILE_FAILED: the error every retrieval returns
- * @mark:       dependency walks: not seen, on the walk's stack, or done
+ * @mark:       dependency walks: the walk's generation and whether the
+ *              file is on its stack or done
  * @indexed:    incoming, retrieved: @file is in liveupdate's busy index
  */
 struct lu_file {
