@@ -7,6 +7,7 @@
  * chosen file and to damage the hand-over data on the outgoing side, so
  * that the next kernel's checks can be proven without physical addresses.
  */
+#include <linux/io.h>
 #include <linux/kstrtox.h>
 #include <linux/moduleparam.h>
 #include <linux/string.h>
@@ -21,16 +22,16 @@ static unsigned long long test_fail_freeze;
 module_param(test_fail_freeze, ullong, 0600);
 MODULE_PARM_DESC(test_fail_freeze, "testing: FREEZE fails with EIO at this token (0: off)");
 
-enum { LU_DAMAGE_NONE, LU_DAMAGE_VERSION, LU_DAMAGE_MAGIC, LU_DAMAGE_TABLE };
-static unsigned int test_damage_handover;
-module_param(test_damage_handover, uint, 0600);
+static char test_damage_handover[64];
+module_param_string(test_damage_handover, test_damage_handover,
+		    sizeof(test_damage_handover), 0600);
 MODULE_PARM_DESC(test_damage_handover,
-		 "testing: damage the hand-over data at kexec (1 version, 2 magic, 3 table)");
+		 "testing: at kexec, damage the hand-over as in transit: version, magic, or PART:BIT to flip a bit of the root, the table, its data area or the first page of its page list (root, table, data, list)");
 
 static char test_damage_memfd[256];
 module_param_string(test_damage_memfd, test_damage_memfd, sizeof(test_damage_memfd), 0600);
 MODULE_PARM_DESC(test_damage_memfd,
-		 "testing: at kexec, flip a bit of these memfds' hand-over data: TOKEN[:BIT],... (BIT counts through the header, the folio records, then the first page of the array's page list; default: a bit of nr_folios)");
+		 "testing: at kexec, flip a bit of these memfds' hand-over data: TOKEN[:BIT],... (BIT counts through the folio records, then the first page of the array's page list; default: bit 0 of the first record's index)");
 
 bool lu_debug_fail_prepare(u64 token)
 {
@@ -42,19 +43,55 @@ bool lu_debug_fail_freeze(u64 token)
 	return test_fail_freeze && token == test_fail_freeze;
 }
 
-void lu_debug_damage(struct lu_ser_root *root, struct lu_ser_table *table)
+/**
+ * lu_debug_damage - test hook: damage the root or the table in transit
+ * @root:        the root, its checksums written
+ * @table:       the table
+ * @data_offset: where the table's data area starts
+ *
+ * Does what test_damage_handover says, if anything.
+ */
+void lu_debug_damage(struct lu_ser_root *root, void *table,
+		     size_t data_offset)
 {
-	switch (test_damage_handover) {
-	case LU_DAMAGE_VERSION:
+	char spec[sizeof(test_damage_handover)], *colon;
+	size_t len;
+	u8 *part;
+	u64 bit;
+
+	kernel_param_lock(THIS_MODULE);
+	strscpy(spec, test_damage_handover, sizeof(spec));
+	kernel_param_unlock(THIS_MODULE);
+	strim(spec);
+	if (!strcmp(spec, "version")) {
 		root->version = LU_KHO_VERSION + 1;
-		break;
-	case LU_DAMAGE_MAGIC:
-		root->magic = ~LU_KHO_MAGIC;
-		break;
-	case LU_DAMAGE_TABLE:
-		table->nr_files++;
-		break;
+		return;
 	}
+	if (!strcmp(spec, "magic")) {
+		root->magic = ~LU_KHO_MAGIC;
+		return;
+	}
+	colon = strchr(spec, ':');
+	if (!colon || kstrtou64(colon + 1, 0, &bit))
+		return;
+	*colon = 0;
+	if (!strcmp(spec, "root")) {
+		part = (u8 *)root;
+		len = sizeof(*root);
+	} else if (!strcmp(spec, "table")) {
+		part = table;
+		len = data_offset;
+	} else if (!strcmp(spec, "data")) {
+		part = table + data_offset;
+		len = root->table_bytes - data_offset;
+	} else if (!strcmp(spec, "list")) {
+		part = phys_to_virt(root->table.first.phys);
+		len = PAGE_SIZE;
+	} else {
+		return;
+	}
+	if (bit / 8 < len)
+		part[bit / 8] ^= 1 << (bit % 8);
 }
 
 /**
@@ -79,7 +116,7 @@ bool lu_debug_damage_memfd_bit(u64 token, u64 *bit)
 			*colon++ = 0;
 		if (kstrtou64(entry, 0, &t) || t != token)
 			continue;
-		*bit = offsetof(struct lu_ser_memfd, nr_folios) * BITS_PER_BYTE;
+		*bit = 0;
 		found = !colon || !kstrtou64(colon, 0, bit);
 	}
 	return found;

@@ -75,6 +75,10 @@ static struct lu_file *lu_file_new(struct lu_session *session, u64 token,
 /* Frees a file that was never published in its session. */
 static void lu_file_destroy(struct lu_file *lf)
 {
+	if (lf->state >= LU_FILE_PENDING)
+		kfree(lf->data.ptr);
+	else
+		lu_data_free(&lf->data);
 	if (lf->handler)
 		lu_handler_put(lf->handler);
 	kfree(lf->deps);
@@ -129,8 +133,10 @@ static int lu_file_prepare(struct lu_file *lf)
 	if (lu_debug_fail_prepare(lf->token))
 		return -EIO;
 	err = lf->handler->prepare(lf);
-	if (err)
+	if (err) {
+		lu_data_free(&lf->data);
 		return err;
+	}
 	lf->state = LU_FILE_PREPARED;
 	lu.nr_out_bytes += lf->bytes;
 	return 0;
@@ -176,10 +182,32 @@ static void lu_file_cancel(struct lu_file *lf)
 		return;
 	lu.nr_out_bytes -= lf->bytes;
 	lf->handler->cancel(lf);
+	lu_data_free(&lf->data);
 	lf->state = LU_FILE_PRESERVED;
 	lf->bytes = 0;
-	lf->data = 0;
 }
+
+/**
+ * lu_file_data_alloc - the buffer for a file's data in the next kernel
+ * @lf:   the file, in its handler's prepare callback
+ * @size: its bytes, 1 to LU_MAX_DATA
+ *
+ * liveupdate carries the buffer in its table, under its checksum, and
+ * frees it when the prepare fails or is cancelled. The handler may change
+ * the bytes until the kexec (its freeze callback). In the next kernel it
+ * finds them in @lf->data.
+ *
+ * Return: the zeroed buffer, or an ERR_PTR(): -EINVAL outside prepare or
+ * for a bad size, -EBUSY for a second buffer, -ENOSPC, -ENOMEM.
+ */
+void *lu_file_data_alloc(struct lu_file *lf, size_t size)
+{
+	lockdep_assert_held(&lu.lock);
+	if (lf->state != LU_FILE_PRESERVED)
+		return ERR_PTR(-EINVAL);
+	return lu_data_alloc(&lf->data, size);
+}
+EXPORT_SYMBOL_GPL(lu_file_data_alloc);
 
 /**
  * lu_file_preserve - preserve the file behind @fd in an outgoing session
@@ -211,7 +239,7 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 	err = lu_file_check_deps(token, deps, nr_deps);
 	if (err)
 		return err;
-	err = lu_kho_reserve(0, 1, nr_deps, 0);
+	err = lu_kho_reserve(0, 1, nr_deps, 0, 0);
 	if (err)
 		return err;
 
@@ -760,7 +788,8 @@ void lu_file_forget_all(struct lu_session *session)
  * @session:    its incoming session
  * @token:      its token
  * @compatible: its handler's name, NUL-terminated
- * @data:       physical address of the handler's block
+ * @data:       the handler's data, in the checked copy of the table
+ * @size:       its bytes
  * @deps:       its dependencies' tokens
  * @nr_deps:    entries in @deps
  *
@@ -773,7 +802,7 @@ void lu_file_forget_all(struct lu_session *session)
  * that does not come before the file.
  */
 int lu_file_add_incoming(struct lu_session *session, u64 token,
-			 const char *compatible, phys_addr_t data,
+			 const char *compatible, const void *data, u32 size,
 			 const u64 *deps, unsigned int nr_deps)
 {
 	struct lu_file *lf;
@@ -787,9 +816,13 @@ int lu_file_add_incoming(struct lu_session *session, u64 token,
 	lf = lu_file_new(session, token, compatible, deps, nr_deps);
 	if (!lf)
 		return -ENOMEM;
-	lf->handler = lu_handler_get(compatible);
-	lf->data = data;
 	lf->state = LU_FILE_PENDING;
+	err = lu_data_copy(&lf->data, data, size);
+	if (err) {
+		lu_file_destroy(lf);
+		return err;
+	}
+	lf->handler = lu_handler_get(compatible);
 	err = xa_insert(&session->tokens, token, lf, GFP_KERNEL);
 	if (err) {
 		lu_file_destroy(lf);

@@ -17,40 +17,42 @@
  *   checked, and no address is given to KHO (whose restore functions WARN
  *   on memory that was not preserved) or followed before the checksum
  *   covering it matched. The root holds the CRC32 of the table's used
- *   bytes, which cover every session and file record and each file's data
- *   address, and the CRC32 of the table's page list, which covers the
- *   address of every page of the table. Both are read in place (each page
- *   checked to be RAM) and the table is taken over only once both match.
- *   A memfd header holds the CRC32 of its own fields and of its folio
+ *   bytes, which cover every session, file and subsystem record and every
+ *   participant's data, and the CRC32 of the table's page list, which
+ *   covers the address of every page of the table. Both are read in place
+ *   (each page checked to be RAM) and the table is taken over only once
+ *   both match. A memfd's data (in the table) holds the CRC32 of its folio
  *   records, which are read in place the same way before any folio is
  *   restored. Policy: a damaged root or table takes nothing over (all or
- *   nothing); a damaged memfd fails alone (-EIO on every retrieval), its
- *   folios stay reserved, and the rest of its session is retrieved as
- *   usual.
+ *   nothing); a memfd whose records are damaged fails alone (-EIO on
+ *   every retrieval), its folios stay reserved, and the rest of its
+ *   session is retrieved as usual.
  *
  * Table (a vmalloc area preserved with kho_preserve_vmalloc(), order-0
  *   pages, of any size up to LU_TABLE_MAX_BYTES; grown when sessions,
  *   files or subsystems are added, filled at FREEZE and by the reboot
  *   notifier): struct lu_ser_table, then @nr_sessions struct
  *   lu_ser_session, then @nr_files struct lu_ser_file, then @nr_deps
- *   __u64 tokens, then @nr_subsystems struct lu_ser_subsystem. Session i
- *   owns files [first_file, first_file + nr_files); file j depends on the
- *   tokens [first_dep, first_dep + nr_deps), all in its own session. A
- *   session's files come in dependency order: a file's dependencies
- *   before it. Session names are unique, and so are subsystem names.
+ *   __u64 tokens, then @nr_subsystems struct lu_ser_subsystem, then
+ *   @data_bytes of participants' data. Session i owns files [first_file,
+ *   first_file + nr_files); file j depends on the tokens [first_dep,
+ *   first_dep + nr_deps), all in its own session. A session's files come
+ *   in dependency order: a file's dependencies before it. Session names
+ *   are unique, and so are subsystem names.
  *
- * File data: each file entry names its handler by @compatible and points
- *   to the handler's own block, whose format the handler defines (memfd
- *   below). A handler that is not registered when the table is read may
- *   register later; its files wait.
+ * Participants' data: each file and subsystem entry names up to
+ *   LU_MAX_DATA bytes of its participant's own data in the data area
+ *   (@data_offset, 8-byte aligned, and @data_size), whose format the
+ *   participant defines (memfd below). Participants never see a physical
+ *   address of liveupdate's: they get their data, checked, as a kernel
+ *   copy. A file entry names its handler by @compatible; a handler that
+ *   is not registered when the table is read may register later, and its
+ *   files wait.
  *
- * Subsystem data: one physical address per subsystem, defined by it.
- *
- * memfd ("memfd-v1"): struct lu_ser_memfd from kho_alloc_preserve; its
- *   @folios is a kho_preserve_vmalloc() descriptor of an array of
- *   @nr_folios struct lu_ser_folio, sorted by index. Each folio is
- *   preserved with kho_preserve_folio(). Indices without an entry are
- *   holes.
+ * memfd ("memfd-v2"): its data is struct lu_ser_memfd; @folios is a
+ *   kho_preserve_vmalloc() descriptor of an array of @nr_folios struct
+ *   lu_ser_folio, sorted by index. Each folio is preserved with
+ *   kho_preserve_folio(). Indices without an entry are holes.
  *
  * Versioning: a change to any structure here bumps LU_KHO_VERSION. A
  * kernel that reads an unknown version, a bad magic or an inconsistent
@@ -114,12 +116,16 @@ struct lu_ser_root {
  * @nr_files:      file entries after the session entries
  * @nr_deps:       dependency tokens after the file entries
  * @nr_subsystems: subsystem entries after the dependency tokens
+ * @data_bytes:    bytes of participants' data after the subsystem entries
+ * @reserved:      zero
  */
 struct lu_ser_table {
 	__u32 nr_sessions;
 	__u32 nr_files;
 	__u32 nr_deps;
 	__u32 nr_subsystems;
+	__u32 data_bytes;
+	__u32 reserved;
 };
 
 /**
@@ -136,42 +142,44 @@ struct lu_ser_session {
 
 /**
  * struct lu_ser_file - one preserved file
- * @token:      the token userspace gave at preserve time
- * @data:       physical address of the handler's block
- * @compatible: NUL-terminated handler name, e.g. "memfd-v1"
- * @first_dep:  index of the file's first dependency token
- * @nr_deps:    number of its dependency tokens
+ * @token:       the token userspace gave at preserve time
+ * @compatible:  NUL-terminated handler name, e.g. "memfd-v2"
+ * @first_dep:   index of the file's first dependency token
+ * @nr_deps:     number of its dependency tokens
+ * @data_offset: where the handler's data starts in the data area
+ * @data_size:   its bytes
  */
 struct lu_ser_file {
 	__u64 token;
-	__u64 data;
 	char compatible[LU_COMPATIBLE_LENGTH];
 	__u32 first_dep;
 	__u32 nr_deps;
+	__u32 data_offset;
+	__u32 data_size;
 };
 
 /**
  * struct lu_ser_subsystem - one subsystem's hand-over
- * @name: NUL-terminated subsystem name
- * @data: what its callbacks handed over (physical address, or 0)
+ * @name:        NUL-terminated subsystem name
+ * @data_offset: where its data starts in the data area
+ * @data_size:   its bytes
  */
 struct lu_ser_subsystem {
 	char name[LU_COMPATIBLE_LENGTH];
-	__u64 data;
+	__u32 data_offset;
+	__u32 data_size;
 };
 
-#define LU_MEMFD_COMPATIBLE	"memfd-v1"
+#define LU_MEMFD_COMPATIBLE	"memfd-v2"
 
 /**
- * struct lu_ser_memfd - a preserved memfd
+ * struct lu_ser_memfd - a preserved memfd (its file entry's data)
  * @size:      i_size at kexec
  * @pos:       file position at kexec
  * @seals:     F_SEAL_* bits
  * @records_crc: CRC32 of the @nr_folios records of @folios, in order
  * @nr_folios: entries in @folios
  * @folios:    the array of struct lu_ser_folio
- * @crc:       CRC32 of the fields above
- * @reserved:  zero
  */
 struct lu_ser_memfd {
 	__u64 size;
@@ -180,8 +188,6 @@ struct lu_ser_memfd {
 	__u32 records_crc;
 	__u64 nr_folios;
 	struct kho_vmalloc folios;
-	__u32 crc;
-	__u32 reserved;
 };
 
 /* lu_ser_folio.pfn_order: the folio's pfn above, its order in the low byte */

@@ -95,12 +95,12 @@ struct lu_session {
 /**
  * struct lu_in_subsystem - a subsystem's data from the previous kernel
  * @name:     the subsystem's name
- * @data:     what its prepare or freeze callback handed over
+ * @data:     what its prepare or freeze callback handed over (a copy)
  * @finished: its finish callback ran
  */
 struct lu_in_subsystem {
 	char name[LU_COMPATIBLE_LENGTH];
-	u64 data;
+	struct lu_data data;
 	bool finished;
 };
 
@@ -113,6 +113,7 @@ struct lu_in_subsystem {
  * @nr_out_sessions: entries in @outgoing
  * @nr_out_files:    files in all outgoing sessions
  * @nr_out_bytes:    memory serialized for them
+ * @nr_out_data_bytes: table room taken by participants' data buffers
  * @nr_in_sessions:  incoming sessions not finished
  * @nr_in_files:     files in those sessions
  * @busy_files:  inodes preserved in an outgoing session or retrieved and
@@ -134,6 +135,7 @@ struct lu_state {
 	unsigned int nr_out_sessions;
 	unsigned int nr_out_files;
 	u64 nr_out_bytes;
+	size_t nr_out_data_bytes;
 	unsigned int nr_in_sessions;
 	unsigned int nr_in_files;
 	unsigned int nr_out_deps;
@@ -220,7 +222,7 @@ int lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped,
 		       u64 *bytes);
 void lu_file_forget_all(struct lu_session *session);
 int lu_file_add_incoming(struct lu_session *session, u64 token,
-			 const char *compatible, phys_addr_t data,
+			 const char *compatible, const void *data, u32 size,
 			 const u64 *deps, unsigned int nr_deps);
 int lu_file_prepare_all(struct lu_session *session, u64 *failed_token);
 void lu_file_cancel_all(struct lu_session *session);
@@ -249,7 +251,12 @@ int lu_vmalloc_read(const struct kho_vmalloc *desc, void *dst, size_t len,
 int lu_kho_init(void);
 void lu_kho_exit(void);
 int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,
-		   unsigned int more_deps, unsigned int more_subsystems);
+		   unsigned int more_deps, unsigned int more_subsystems,
+		   size_t more_data);
+size_t lu_data_bytes(size_t size);
+void *lu_data_alloc(struct lu_data *data, size_t size);
+void lu_data_free(struct lu_data *data);
+int lu_data_copy(struct lu_data *data, const void *from, u32 size);
 void lu_kho_write_table(void);
 void lu_kho_unpublish(void);
 int lu_kho_load_incoming(void);
@@ -260,14 +267,15 @@ void lu_kho_abort_incoming(void);
 #ifdef LU_DEBUG
 bool lu_debug_fail_prepare(u64 token);
 bool lu_debug_fail_freeze(u64 token);
-void lu_debug_damage(struct lu_ser_root *root, struct lu_ser_table *table);
+void lu_debug_damage(struct lu_ser_root *root, void *table,
+		     size_t data_offset);
 bool lu_debug_damage_memfd_bit(u64 token, u64 *bit);
 void lu_memfd_debug_damage(struct lu_file *lf);
 #else
 static inline bool lu_debug_fail_prepare(u64 token) { return false; }
 static inline bool lu_debug_fail_freeze(u64 token) { return false; }
-static inline void lu_debug_damage(struct lu_ser_root *root,
-				   struct lu_ser_table *table) { }
+static inline void lu_debug_damage(struct lu_ser_root *root, void *table,
+				   size_t data_offset) { }
 static inline void lu_memfd_debug_damage(struct lu_file *lf) { }
 #endif
 

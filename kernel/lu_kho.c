@@ -38,12 +38,13 @@ struct lu_table_layout {
 	size_t files;
 	size_t deps;
 	size_t subsystems;
+	size_t data;
 	size_t end;
 };
 
 static void lu_table_layout(struct lu_table_layout *l, size_t nr_sessions,
 			    size_t nr_files, size_t nr_deps,
-			    size_t nr_subsystems)
+			    size_t nr_subsystems, size_t data_bytes)
 {
 	l->sessions = sizeof(struct lu_ser_table);
 	l->files = size_add(l->sessions,
@@ -51,18 +52,28 @@ static void lu_table_layout(struct lu_table_layout *l, size_t nr_sessions,
 	l->deps = size_add(l->files,
 			   size_mul(nr_files, sizeof(struct lu_ser_file)));
 	l->subsystems = size_add(l->deps, size_mul(nr_deps, sizeof(u64)));
-	l->end = size_add(l->subsystems,
-			  size_mul(nr_subsystems,
-				   sizeof(struct lu_ser_subsystem)));
+	l->data = size_add(l->subsystems,
+			   size_mul(nr_subsystems,
+				    sizeof(struct lu_ser_subsystem)));
+	l->end = size_add(l->data, data_bytes);
 }
 
-static size_t lu_table_bytes(size_t nr_sessions, size_t nr_files,
-			     size_t nr_deps, size_t nr_subsystems)
+static void lu_table_layout_of(struct lu_table_layout *l,
+			       const struct lu_ser_table *table)
 {
-	struct lu_table_layout l;
+	lu_table_layout(l, table->nr_sessions, table->nr_files, table->nr_deps,
+			table->nr_subsystems, table->data_bytes);
+}
 
-	lu_table_layout(&l, nr_sessions, nr_files, nr_deps, nr_subsystems);
-	return l.end;
+/**
+ * lu_data_bytes - room one participant's data takes in the table
+ * @size: its bytes
+ *
+ * Return: @size, rounded up to keep the next data 8-byte aligned.
+ */
+size_t lu_data_bytes(size_t size)
+{
+	return ALIGN(size, 8);
 }
 
 /**
@@ -291,21 +302,28 @@ void lu_kho_exit(void)
  * @more_files:      files about to be added
  * @more_deps:       dependencies they name
  * @more_subsystems: subsystems about to be registered
+ * @more_data:       bytes of participants' data about to be added
+ *                   (lu_data_bytes() each)
  *
  * Return: 0, -ENOMEM, or -ENOSPC beyond LU_TABLE_MAX_BYTES.
  */
 int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,
-		   unsigned int more_deps, unsigned int more_subsystems)
+		   unsigned int more_deps, unsigned int more_subsystems,
+		   size_t more_data)
 {
-	size_t need = lu_table_bytes((size_t)lu.nr_out_sessions + more_sessions,
-				     (size_t)lu.nr_out_files + more_files,
-				     (size_t)lu.nr_out_deps + more_deps,
-				     (size_t)lu.nr_subsystems + more_subsystems);
 	struct kho_vmalloc kho = {};
+	struct lu_table_layout l;
+	size_t need;
 	void *table;
 	int err;
 
 	lockdep_assert_held(&lu.lock);
+	lu_table_layout(&l, (size_t)lu.nr_out_sessions + more_sessions,
+			(size_t)lu.nr_out_files + more_files,
+			(size_t)lu.nr_out_deps + more_deps,
+			(size_t)lu.nr_subsystems + more_subsystems,
+			size_add(lu.nr_out_data_bytes, more_data));
+	need = l.end;
 	if (need <= lu_table_size)
 		return 0;
 	if (need > LU_TABLE_MAX_BYTES)
@@ -330,12 +348,27 @@ int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,
 	return 0;
 }
 
+/* Copies @data into the data area at *@used, and names it in the entry. */
+static void lu_table_put_data(void *area, size_t *used,
+			      const struct lu_data *data, __u32 *offset,
+			      __u32 *size)
+{
+	*offset = *used;
+	*size = data->size;
+	if (!data->size)
+		return;
+	memcpy(area + *used, data->ptr, data->size);
+	memset(area + *used + data->size, 0,
+	       lu_data_bytes(data->size) - data->size);
+	*used += lu_data_bytes(data->size);
+}
+
 /**
  * lu_kho_write_table - fill the table and publish it in the root
  *
  * Runs at FREEZE and in the reboot notifier. lu_kho_reserve() made room
- * for every entry, so this cannot fail. Sessions the notifier dropped are
- * left out.
+ * for every entry and every participant's data, so this cannot fail.
+ * Sessions the notifier dropped are left out.
  */
 void lu_kho_write_table(void)
 {
@@ -348,6 +381,7 @@ void lu_kho_write_table(void)
 	struct lu_subsystem *ss;
 	struct lu_file *lf;
 	u32 nr_sessions = 0, nr_files = 0, nr_deps = 0, nr_ss = 0, crc;
+	size_t data_bytes = 0, used = 0;
 	u64 *ser_dep;
 
 	lockdep_assert_held(&lu.lock);
@@ -359,19 +393,23 @@ void lu_kho_write_table(void)
 		list_for_each_entry(lf, &session->files, node) {
 			nr_files++;
 			nr_deps += lf->nr_deps;
+			data_bytes += lu_data_bytes(lf->data.size);
 		}
 	}
-	list_for_each_entry(ss, &lu.subsystems, list)
-		nr_ss += ss->prepared;
+	list_for_each_entry(ss, &lu.subsystems, list) {
+		if (!ss->prepared)
+			continue;
+		nr_ss++;
+		data_bytes += lu_data_bytes(ss->data.size);
+	}
 	/* Nothing to hand over: no table, and none was reserved either. */
 	if (!nr_sessions && !nr_ss)
 		return;
-	if (WARN_ON_ONCE(lu_table_bytes(nr_sessions, nr_files, nr_deps,
-					nr_ss) > lu_table_size))
+	lu_table_layout(&l, nr_sessions, nr_files, nr_deps, nr_ss, data_bytes);
+	if (WARN_ON_ONCE(l.end > lu_table_size))
 		return;
 
 	table = lu_table;
-	lu_table_layout(&l, nr_sessions, nr_files, nr_deps, nr_ss);
 	ser_session = lu_table + l.sessions;
 	ser_file = lu_table + l.files;
 	ser_dep = lu_table + l.deps;
@@ -387,11 +425,13 @@ void lu_kho_write_table(void)
 		ser_session->nr_files = session->nr_files;
 		list_for_each_entry(lf, &session->files, node) {
 			ser_file->token = lf->token;
-			ser_file->data = lf->data;
 			strscpy(ser_file->compatible, lf->compatible,
 				sizeof(ser_file->compatible));
 			ser_file->first_dep = nr_deps;
 			ser_file->nr_deps = lf->nr_deps;
+			lu_table_put_data(lu_table + l.data, &used, &lf->data,
+					  &ser_file->data_offset,
+					  &ser_file->data_size);
 			memcpy(ser_dep + nr_deps, lf->deps,
 			       lf->nr_deps * sizeof(*ser_dep));
 			nr_deps += lf->nr_deps;
@@ -408,13 +448,16 @@ void lu_kho_write_table(void)
 		if (!ss->prepared)
 			continue;
 		strscpy(ser_ss->name, ss->name, sizeof(ser_ss->name));
-		ser_ss->data = ss->data;
+		lu_table_put_data(lu_table + l.data, &used, &ss->data,
+				  &ser_ss->data_offset, &ser_ss->data_size);
 		ser_ss++;
 	}
 	table->nr_sessions = nr_sessions;
 	table->nr_files = nr_files;
 	table->nr_deps = nr_deps;
 	table->nr_subsystems = nr_ss;
+	table->data_bytes = data_bytes;
+	table->reserved = 0;
 	lu_root->table_crc = lu_crc(lu_table, l.end, 0);
 	/* Our own area: the walk cannot fail. */
 	lu_vmalloc_read(&lu_table_kho, NULL, 0, &crc, &lu_root->list_crc);
@@ -424,7 +467,74 @@ void lu_kho_write_table(void)
 		nr_sessions, nr_files, nr_ss);
 	/* Test hook: damage after the table's checksum, as in transit. */
 	if (lu.rebooting)
-		lu_debug_damage(lu_root, table);
+		lu_debug_damage(lu_root, lu_table, l.data);
+}
+
+/**
+ * lu_data_copy - keep a participant's data from the hand-over
+ * @data: set to a copy of @size bytes at @from (nothing if @size is 0)
+ * @from: the data, in the checked copy of the table
+ * @size: its bytes
+ *
+ * Return: 0 or -ENOMEM.
+ */
+int lu_data_copy(struct lu_data *data, const void *from, u32 size)
+{
+	*data = (struct lu_data){};
+	if (!size)
+		return 0;
+	data->ptr = kmemdup(from, size, GFP_KERNEL);
+	if (!data->ptr)
+		return -ENOMEM;
+	data->size = size;
+	return 0;
+}
+
+/**
+ * lu_data_alloc - a participant's data buffer for the hand-over
+ * @data: where the buffer goes; empty
+ * @size: its bytes, 1 to LU_MAX_DATA
+ *
+ * Room in the table is reserved with it, so that the reboot notifier
+ * copies it without allocating. lu_data_free() frees it.
+ *
+ * Return: the zeroed buffer, or ERR_PTR(-EINVAL, -EBUSY for a second
+ * buffer, -ENOSPC, -ENOMEM).
+ */
+void *lu_data_alloc(struct lu_data *data, size_t size)
+{
+	void *buf;
+	int err;
+
+	lockdep_assert_held(&lu.lock);
+	if (!size || size > LU_MAX_DATA)
+		return ERR_PTR(-EINVAL);
+	if (data->ptr)
+		return ERR_PTR(-EBUSY);
+	err = lu_kho_reserve(0, 0, 0, 0, lu_data_bytes(size));
+	if (err)
+		return ERR_PTR(err);
+	buf = kzalloc(size, GFP_KERNEL);
+	if (!buf)
+		return ERR_PTR(-ENOMEM);
+	data->ptr = buf;
+	data->size = size;
+	lu.nr_out_data_bytes += lu_data_bytes(size);
+	return buf;
+}
+
+/**
+ * lu_data_free - free a buffer from lu_data_alloc(), if any
+ * @data: the buffer's holder; emptied
+ */
+void lu_data_free(struct lu_data *data)
+{
+	lockdep_assert_held(&lu.lock);
+	if (!data->ptr)
+		return;
+	lu.nr_out_data_bytes -= lu_data_bytes(data->size);
+	kfree(data->ptr);
+	*data = (struct lu_data){};
 }
 
 /**
@@ -446,6 +556,15 @@ static bool lu_name_valid(const u8 *name, size_t len)
 	return n && n < len;
 }
 
+/* Whether an entry's data lies in the table's data area. */
+static bool lu_data_valid(const struct lu_ser_table *table, u32 offset,
+			  u32 size)
+{
+	return size <= LU_MAX_DATA && IS_ALIGNED(offset, 8) &&
+	       offset <= table->data_bytes &&
+	       size <= table->data_bytes - offset;
+}
+
 /*
  * Checks the table's shape before anything is built from it: sizes,
  * ranges, names. Session names and tokens (unique, dependencies before
@@ -464,10 +583,11 @@ static const char *lu_kho_check_table(const void *base, size_t bytes)
 
 	if (bytes < sizeof(*table))
 		return "table larger than its block";
-	lu_table_layout(&l, table->nr_sessions, table->nr_files,
-			table->nr_deps, table->nr_subsystems);
+	lu_table_layout_of(&l, table);
 	if (l.end != bytes)
 		return "table size does not match its counts";
+	if (table->reserved)
+		return "reserved field set";
 	if (table->nr_subsystems > LU_MAX_SUBSYSTEMS)
 		return "too many subsystems";
 	sessions = base + l.sessions;
@@ -491,6 +611,9 @@ static const char *lu_kho_check_table(const void *base, size_t bytes)
 			    f->first_dep > table->nr_deps ||
 			    f->nr_deps > table->nr_deps - f->first_dep)
 				return "bad dependency range";
+			if (!lu_data_valid(table, f->data_offset,
+					   f->data_size))
+				return "bad file data range";
 		}
 		next_file += s->nr_files;
 		cond_resched();
@@ -501,6 +624,9 @@ static const char *lu_kho_check_table(const void *base, size_t bytes)
 		if (!lu_name_valid(subsystems[i].name,
 				   sizeof(subsystems[i].name)))
 			return "bad subsystem name";
+		if (!lu_data_valid(table, subsystems[i].data_offset,
+				   subsystems[i].data_size))
+			return "bad subsystem data range";
 		for (j = 0; j < i; j++)
 			if (!strcmp(subsystems[i].name, subsystems[j].name))
 				return "duplicate subsystem name";
@@ -517,15 +643,16 @@ static int lu_kho_build_incoming(const void *base)
 	struct lu_session *session;
 	struct lu_table_layout l;
 	const u64 *deps;
+	const void *data;
 	u32 i, j;
 	int err;
 
-	lu_table_layout(&l, table->nr_sessions, table->nr_files,
-			table->nr_deps, table->nr_subsystems);
+	lu_table_layout_of(&l, table);
 	sessions = base + l.sessions;
 	file = base + l.files;
 	deps = base + l.deps;
 	subsystems = base + l.subsystems;
+	data = base + l.data;
 	for (i = 0; i < table->nr_sessions; i++) {
 		err = lu_session_add_incoming(sessions[i].name, &session);
 		if (err)
@@ -533,7 +660,8 @@ static int lu_kho_build_incoming(const void *base)
 		for (j = 0; j < sessions[i].nr_files; j++, file++) {
 			err = lu_file_add_incoming(session, file->token,
 						   file->compatible,
-						   file->data,
+						   data + file->data_offset,
+						   file->data_size,
 						   deps + file->first_dep,
 						   file->nr_deps);
 			if (err)
@@ -547,12 +675,16 @@ static int lu_kho_build_incoming(const void *base)
 				   sizeof(*lu.in_subsystems), GFP_KERNEL);
 	if (!lu.in_subsystems)
 		return -ENOMEM;
-	for (i = 0; i < table->nr_subsystems; i++) {
-		strscpy(lu.in_subsystems[i].name, subsystems[i].name,
-			sizeof(lu.in_subsystems[i].name));
-		lu.in_subsystems[i].data = subsystems[i].data;
-	}
 	lu.nr_in_subsystems = table->nr_subsystems;
+	for (i = 0; i < table->nr_subsystems; i++) {
+		struct lu_in_subsystem *in = &lu.in_subsystems[i];
+
+		strscpy(in->name, subsystems[i].name, sizeof(in->name));
+		err = lu_data_copy(&in->data, data + subsystems[i].data_offset,
+				   subsystems[i].data_size);
+		if (err)
+			return err;
+	}
 	return 0;
 }
 

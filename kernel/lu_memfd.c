@@ -31,10 +31,12 @@
  * folios into a new file's page cache are not exported, so the data is
  * copied into a fresh shmem file, straight into the folios shmem hands
  * out (not through write(), which would obey the caller's RLIMIT_FSIZE),
- * and each old folio is freed right after its copy. Before anything is
- * restored, the header's checksum and then the records' are checked, the
- * records read in place (every page checked to be RAM first), so that KHO
- * is only ever given addresses that arrived intact. The folio array is
+ * and each old folio is freed right after its copy. The header is the
+ * file's data in liveupdate's table (lu_file_data_alloc()), so the
+ * table's checksum covers it; before anything is restored, the records'
+ * checksum is checked, the records read in place (every page checked to
+ * be RAM first), so that KHO is only ever given addresses that arrived
+ * intact. The folio array is
  * then read in place, page by page, through KHO's vmalloc ABI, so that
  * nothing but our own allocations can fail. A transient failure keeps
  * what was copied and the next retrieval resumes from there; damaged data
@@ -76,7 +78,8 @@ struct lu_folio_array {
 
 /**
  * struct lu_memfd - a memfd's hand-over state, in either kernel
- * @ser:       the preserved header (lu_file.data points at it)
+ * @ser:       the header: the file's data (lu_file.data), liveupdate's
+ *             buffer in the old kernel and its checked copy in the new
  * @arr:       old kernel: the folio records, published in @ser once
  *             prepared, and never changed while published
  * @file:      new kernel: the file being rebuilt
@@ -433,19 +436,13 @@ static void lu_memfd_cancel(struct lu_file *lf)
 
 	lu_folio_array_unpublish(&m->arr, &m->ser->folios);
 	lu_folio_array_release(&m->arr);
-	kho_unpreserve_free(m->ser);
 	m->ser = NULL;
-}
-
-/* The checksum of the header's fields (all before @crc). */
-static u32 lu_memfd_header_crc(const struct lu_ser_memfd *ser)
-{
-	return lu_crc(ser, offsetof(struct lu_ser_memfd, crc), 0);
 }
 
 /*
  * What may change after PREPARE and is recorded again at each freeze,
- * then the checksums over the header and the published records.
+ * then the checksum of the published records. (liveupdate's table
+ * checksum covers the header.)
  */
 static void lu_memfd_record(struct lu_file *lf)
 {
@@ -455,8 +452,6 @@ static void lu_memfd_record(struct lu_file *lf)
 	m->ser->seals = READ_ONCE(SHMEM_I(file_inode(lf->file))->seals);
 	m->ser->records_crc = lu_crc(m->arr.folios,
 				     m->arr.nr * sizeof(*m->arr.folios), 0);
-	m->ser->reserved = 0;
-	m->ser->crc = lu_memfd_header_crc(m->ser);
 }
 
 /*
@@ -470,7 +465,7 @@ static int lu_memfd_prepare(struct lu_file *lf)
 	struct lu_memfd *m = lf->priv;
 	int err;
 
-	m->ser = kho_alloc_preserve(sizeof(*m->ser));
+	m->ser = lu_file_data_alloc(lf, sizeof(*m->ser));
 	if (IS_ERR(m->ser)) {
 		err = PTR_ERR(m->ser);
 		m->ser = NULL;
@@ -483,15 +478,14 @@ static int lu_memfd_prepare(struct lu_file *lf)
 	if (!err)
 		err = lu_folio_array_publish(&m->arr, &m->ser->folios);
 	if (err) {
+		/* liveupdate frees the header with the failed prepare. */
 		lu_folio_array_release(&m->arr);
-		kho_unpreserve_free(m->ser);
 		m->ser = NULL;
 		return err;
 	}
 	m->ser->nr_folios = m->arr.nr;
 	lu_memfd_record(lf);
 	lf->bytes = lu_folio_array_bytes(&m->arr);
-	lf->data = virt_to_phys(m->ser);
 	return 0;
 }
 
@@ -570,10 +564,6 @@ static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
 {
 	u64 pages = DIV_ROUND_UP(ser->size, PAGE_SIZE);
 
-	if (lu_memfd_header_crc(ser) != ser->crc)
-		return "header checksum mismatch";
-	if (ser->reserved)
-		return "reserved field set";
 	if (ser->size > MAX_LFS_FILESIZE || pages > LU_MEMFD_MAX_PAGES)
 		return "size out of range";
 	if (ser->seals & ~LU_MEMFD_SEALS)
@@ -686,15 +676,14 @@ static int lu_memfd_next_record(struct lu_memfd *m, u64 token,
 }
 
 /*
- * New kernel: takes the header out of KHO, once. Damaged data gives
- * -EIO; the header stays in @lf->priv with no record to read, so that
- * finish frees it and leaves the folios, which cannot be trusted,
- * reserved.
+ * New kernel: checks the header (the file's data, which liveupdate
+ * checked as part of its table) and the records, once. Damaged data
+ * gives -EIO; the state stays in @lf->priv with no record to read, so
+ * that finish leaves the folios, which cannot be trusted, reserved.
  */
 static int lu_memfd_open_incoming(struct lu_file *lf)
 {
 	struct lu_memfd *m = lf->priv;
-	struct folio *folio;
 	const char *why;
 
 	if (m)
@@ -702,14 +691,12 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 	m = kzalloc_obj(*m, GFP_KERNEL);
 	if (!m)
 		return -ENOMEM;
-	folio = kho_restore_folio(lf->data);
-	if (!folio) {
-		kfree(m);
-		lu_err("memfd %llu: header not preserved\n", lf->token);
+	m->ser = lf->data.ptr;
+	lf->priv = m;
+	if (lf->data.size != sizeof(*m->ser)) {
+		lu_memfd_damaged(m, lf->token, "header of the wrong size");
 		return -EIO;
 	}
-	m->ser = folio_address(folio);
-	lf->priv = m;
 	why = lu_memfd_check(m->ser) ?: lu_memfd_verify_records(m->ser);
 	if (why) {
 		lu_memfd_damaged(m, lf->token, why);
@@ -826,7 +813,6 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 	vfs_setpos(m->file, m->ser->pos, MAX_LFS_FILESIZE);
 	lf->file = m->file;
 	lu_memfd_end_walk(m);
-	folio_put(virt_to_folio(m->ser));
 	kfree(m);
 	lf->priv = NULL;
 	return 0;
@@ -868,7 +854,6 @@ static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 	lu_memfd_end_walk(m);
 	if (m->file)
 		fput(m->file);
-	folio_put(virt_to_folio(m->ser));
 	kfree(m);
 	lf->priv = NULL;
 	return 0;
@@ -879,10 +864,11 @@ static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
  * lu_memfd_debug_damage - test hook: damage a memfd as if in transit
  * @lf: an outgoing file, frozen, its checksums written (others are left)
  *
- * Flips one bit of what the next kernel reads for @lf, if the debug
- * module's test_damage_memfd names its token: bit numbers count through
- * the header, then the folio records, then the first page of the array's
- * page list (its link, then its page addresses).
+ * Flips one bit of what the next kernel reads for @lf outside liveupdate's
+ * table (whose own checksum covers the header), if the debug module's
+ * test_damage_memfd names its token: bit numbers count through the folio
+ * records, then the first page of the array's page list (its link, then
+ * its page addresses).
  */
 void lu_memfd_debug_damage(struct lu_file *lf)
 {
@@ -895,14 +881,11 @@ void lu_memfd_debug_damage(struct lu_file *lf)
 		return;
 	records = m->arr.nr * sizeof(struct lu_ser_folio);
 	byte = bit / 8;
-	if (byte < sizeof(*m->ser))
-		at = (u8 *)m->ser + byte;
-	else if (byte - sizeof(*m->ser) < records)
-		at = (u8 *)m->arr.folios + byte - sizeof(*m->ser);
-	else if (byte - sizeof(*m->ser) - records < PAGE_SIZE &&
-		 m->ser->folios.first.phys)
+	if (byte < records)
+		at = (u8 *)m->arr.folios + byte;
+	else if (byte - records < PAGE_SIZE && m->ser->folios.first.phys)
 		at = (u8 *)phys_to_virt(m->ser->folios.first.phys) +
-		     byte - sizeof(*m->ser) - records;
+		     byte - records;
 	else
 		return;
 	*at ^= 1 << (bit % 8);

@@ -155,12 +155,12 @@ int lu_register_subsystem(struct lu_subsystem *ss)
 		return -EEXIST;
 	if (lu.nr_subsystems >= LU_MAX_SUBSYSTEMS)
 		return -ENOSPC;
-	err = lu_kho_reserve(0, 0, 0, 1);
+	err = lu_kho_reserve(0, 0, 0, 1, 0);
 	if (err)
 		return err;
 	ss->prepared = false;
 	ss->frozen = false;
-	ss->data = 0;
+	ss->data = (struct lu_data){};
 	list_add_tail(&ss->list, &lu.subsystems);
 	lu.nr_subsystems++;
 	return 0;
@@ -184,24 +184,45 @@ void lu_unregister_subsystem(struct lu_subsystem *ss)
 EXPORT_SYMBOL_GPL(lu_unregister_subsystem);
 
 /**
- * lu_subsystem_incoming - what the previous kernel's @ss handed over
- * @ss:   a registered subsystem
- * @data: the physical address its prepare or freeze callback set
+ * lu_subsystem_data_alloc - the buffer for a subsystem's data
+ * @ss:   the subsystem, in its prepare callback
+ * @size: its bytes, 1 to LU_MAX_DATA
  *
- * Valid until @ss's finish callback has run for it.
+ * As lu_file_data_alloc(): liveupdate carries the buffer and frees it
+ * when the prepare fails or is cancelled; the freeze callback may change
+ * it. The next kernel's subsystem of the same name finds the bytes with
+ * lu_subsystem_incoming().
+ *
+ * Return: the zeroed buffer, or an ERR_PTR(): -EINVAL outside prepare or
+ * for a bad size, -EBUSY for a second buffer, -ENOSPC, -ENOMEM.
+ */
+void *lu_subsystem_data_alloc(struct lu_subsystem *ss, size_t size)
+{
+	lockdep_assert_held(&lu.lock);
+	if (ss->prepared)
+		return ERR_PTR(-EINVAL);
+	return lu_data_alloc(&ss->data, size);
+}
+EXPORT_SYMBOL_GPL(lu_subsystem_data_alloc);
+
+/**
+ * lu_subsystem_incoming - what the previous kernel's @ss handed over
+ * @ss: a registered subsystem
+ * @in: set to its data: liveupdate's checked copy, valid until @ss's
+ *      finish callback has run for it
  *
  * Return: 0, or -ENOENT if nothing came under @ss's name (or it is
  * finished already).
  */
-int lu_subsystem_incoming(struct lu_subsystem *ss, u64 *data)
+int lu_subsystem_incoming(struct lu_subsystem *ss, struct lu_data *in)
 {
-	struct lu_in_subsystem *in;
+	struct lu_in_subsystem *found;
 
 	guard(mutex)(&lu.lock);
-	in = lu_in_subsystem_find(ss->name);
-	if (!in || in->finished)
+	found = lu_in_subsystem_find(ss->name);
+	if (!found || found->finished)
 		return -ENOENT;
-	*data = in->data;
+	*in = found->data;
 	return 0;
 }
 EXPORT_SYMBOL_GPL(lu_subsystem_incoming);
@@ -210,10 +231,10 @@ static void lu_subsystem_cancel(struct lu_subsystem *ss)
 {
 	if (!ss->prepared)
 		return;
-	ss->cancel(ss, ss->data);
+	ss->cancel(ss);
+	lu_data_free(&ss->data);
 	ss->prepared = false;
 	ss->frozen = false;
-	ss->data = 0;
 	module_put(ss->owner);
 }
 
@@ -236,9 +257,11 @@ int lu_subsystems_prepare(const char **failed)
 			continue;
 		err = try_module_get(ss->owner) ? 0 : -ENODEV;
 		if (!err) {
-			err = ss->prepare(ss, &ss->data);
-			if (err)
+			err = ss->prepare(ss);
+			if (err) {
+				lu_data_free(&ss->data);
 				module_put(ss->owner);
+			}
 		}
 		if (err) {
 			*failed = ss->name;
@@ -271,7 +294,7 @@ int lu_subsystems_freeze(const char **failed)
 	list_for_each_entry(ss, &lu.subsystems, list) {
 		if (ss->frozen)
 			continue;
-		err = ss->freeze ? ss->freeze(ss, &ss->data) : 0;
+		err = ss->freeze ? ss->freeze(ss) : 0;
 		if (err) {
 			*failed = ss->name;
 			return err;
@@ -296,8 +319,9 @@ void lu_subsystems_cancel(void)
 /**
  * lu_subsystems_finish - end of the hand-over for the subsystems
  *
- * Subsystem data whose subsystem is not registered cannot be freed: it
- * stays reserved until the next boot, and the log says so.
+ * Memory that the data of a subsystem which is not registered names
+ * cannot be freed: it stays reserved until the next boot, and the log
+ * says so. The data itself (liveupdate's copy) is freed.
  */
 void lu_subsystems_finish(void)
 {
@@ -312,11 +336,13 @@ void lu_subsystems_finish(void)
 			continue;
 		ss = lu_subsystem_find(in->name);
 		if (ss)
-			ss->finish(ss, in->data);
+			ss->finish(ss, &in->data);
 		else
-			pr_warn("liveupdate: subsystem %s is not registered; its data stays reserved\n",
+			pr_warn("liveupdate: subsystem %s is not registered; what its data names stays reserved\n",
 				in->name);
 		in->finished = true;
+		kfree(in->data.ptr);
+		in->data = (struct lu_data){};
 	}
 }
 
@@ -325,7 +351,11 @@ void lu_subsystems_finish(void)
  */
 void lu_subsystems_release_incoming(void)
 {
+	unsigned int i;
+
 	lockdep_assert_held(&lu.lock);
+	for (i = 0; i < lu.nr_in_subsystems; i++)
+		kfree(lu.in_subsystems[i].data.ptr);
 	kfree(lu.in_subsystems);
 	lu.in_subsystems = NULL;
 	lu.nr_in_subsystems = 0;

@@ -349,7 +349,7 @@ int lu_session_create(const char *name, struct file **filep)
 		return -EBUSY;
 	if (lu_session_find(lu_outgoing_names, name))
 		return -EEXIST;
-	err = lu_kho_reserve(1, 0, 0, 0);
+	err = lu_kho_reserve(1, 0, 0, 0, 0);
 	if (err)
 		return err;
 	session = kzalloc_obj(*session, GFP_KERNEL);

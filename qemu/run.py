@@ -13,7 +13,8 @@ checkout, inside the host's root filesystem shared read-only over 9p,
 with liveupdate.ko (--module) loaded first unless the line starts with
 "[N manual-load]": then the command loads it. /run/out in the guest is a
 writable directory of the host that survives the kexecs: stages leave
-data there for later stages. The exit status is 0 only if every stage
+data there for later stages. /dev/vda is an empty scratch disk (swap for
+the tests that need it). The exit status is 0 only if every stage
 passed.
 """
 
@@ -47,6 +48,8 @@ STAGE_RE = re.compile(r"LU-STAGE (\d+)/(\d+) (BEGIN|RESULT)(.*)")
 FATAL_RE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops|general protection|"
                       r"INFO: task .* blocked|detected stalls|LU-GUEST kmemleak:")
 EXPECT_RE = re.compile(r"^\[(\d+)( manual-load)?\]\s+(.*)$")
+# The scratch disk (/dev/vda in the guest): sparse, removed after the run.
+SCRATCH_BYTES = 256 << 20
 MEMORY_RE = re.compile(r"^#\s*guest memory:\s*(\d+[MG])\s*$")
 # How stage.sh learns that a stage loads the module itself.
 MANUAL_LOAD = "#manual-load "
@@ -235,6 +238,9 @@ def main() -> int:
     build_initrd(out / "initrd.cpio.gz")
     shutil.copy(HERE / "guest" / "stage.sh", out / "stage.sh")
     (out / "plan").write_text("\n".join(plan) + "\n")
+    scratch = out / "scratch.img"
+    with scratch.open("wb") as disk:
+        disk.truncate(SCRATCH_BYTES)
     append = f"{BASE_APPEND} {args.append}".strip()
     env = {
         "LU_CHECKOUT": GUEST_CHECKOUT,
@@ -256,6 +262,7 @@ def main() -> int:
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={CHECKOUT},mount_tag=checkout,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={out},mount_tag=out,security_model=none",
+        "-drive", f"file={scratch},format=raw,if=virtio,cache=unsafe",
     ]
     print(f"run.py: {args.plan.name}: {len(plan)} stages, output in {out}", flush=True)
     start = time.monotonic()
@@ -263,6 +270,7 @@ def main() -> int:
     with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as qemu:
         console.follow(qemu, start + args.timeout)
         qemu.wait()
+    scratch.unlink()
     verdict, results, fatal = console.verdict, console.results, console.fatal
     elapsed = time.monotonic() - start
     ok = verdict == "PASS" and len(results) == len(plan) and not fatal

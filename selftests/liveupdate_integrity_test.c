@@ -48,38 +48,30 @@ enum {
 
 /*
  * Damage in transit (debug module hook, after the checksums are written):
- * one bit flipped per memfd, one memfd for each field of its hand-over
- * data. Bits count through the header (struct lu_ser_memfd, 56 bytes),
- * the 16-byte folio records (DAMAGED_PAGES of them: two pages of
- * records), then the first page of the array's page list.
+ * one bit flipped per memfd, one memfd for each part of its hand-over
+ * data outside liveupdate's table (the header is in the table, under the
+ * table's checksum: damage there refuses the whole hand-over, which
+ * damaged_c shows). Bits count through the 16-byte folio records
+ * (DAMAGED_PAGES of them: two pages of records), then the first page of
+ * the array's page list (its link, then its page addresses).
  */
 #define DAMAGED_PAGES	300
-#define HDR		56
 #define RECORDS		(DAMAGED_PAGES * 16)
-#define HEADER_CRC	"header checksum mismatch"
 #define RECORDS_CRC	"folio records checksum mismatch"
 static const struct {
 	const char *what;
 	unsigned int bit;
 	const char *why;	/* what the next kernel says */
 } damages[] = {
-	{ "size", 0 * 8 + 13, HEADER_CRC },
-	{ "position", 8 * 8 + 3, HEADER_CRC },
-	{ "seals", 16 * 8 + 1, HEADER_CRC },
-	{ "records checksum", 20 * 8, HEADER_CRC },
-	{ "folio count", 24 * 8 + 2, HEADER_CRC },
-	{ "array address", 32 * 8 + 12, HEADER_CRC },
-	{ "array page count", 40 * 8, HEADER_CRC },
-	{ "array flags", 44 * 8 + 1, HEADER_CRC },
-	{ "array order", 46 * 8, HEADER_CRC },
-	{ "header checksum", 48 * 8 + 31, HEADER_CRC },
-	{ "reserved", 52 * 8 + 5, "reserved field set" },
-	{ "first record's index", HDR * 8, RECORDS_CRC },
-	{ "first record's pfn", (HDR + 8) * 8 + 20, RECORDS_CRC },
-	{ "last record's order (second page)", (HDR + RECORDS - 8) * 8 + 1, RECORDS_CRC },
-	{ "array page address (a neighbour)", (HDR + RECORDS + 8) * 8 + 12, RECORDS_CRC },
-	{ "array page address (no RAM there)", (HDR + RECORDS + 8) * 8 + 45,
+	{ "first record's index", 0, RECORDS_CRC },
+	{ "first record's pfn", 8 * 8 + 20, RECORDS_CRC },
+	{ "a middle record's index", (RECORDS / 2) * 8 + 7, RECORDS_CRC },
+	{ "last record's order (second page)", (RECORDS - 8) * 8 + 1, RECORDS_CRC },
+	{ "page list link", RECORDS * 8 + 15, "folio array cut short" },
+	{ "array page address (a neighbour)", (RECORDS + 8) * 8 + 12, RECORDS_CRC },
+	{ "array page address (no RAM there)", (RECORDS + 8) * 8 + 45,
 	  "folio array page missing" },
+	{ "second array page address", (RECORDS + 16) * 8 + 13, RECORDS_CRC },
 };
 #define NR_DAMAGES	(sizeof(damages) / sizeof(damages[0]))
 #define DAMAGED_LINE	"damaged hand-over data"

@@ -2,10 +2,13 @@
 /*
  * memfds carried across three kernels: preserved in the first, retrieved,
  * checked, changed and preserved again in the second, checked in the
- * third; one of them in transparent huge pages. Each test runs in the
- * stage its name says (LU_STAGE, set by the QEMU runner).
+ * third; one of them in transparent huge pages, one partly swapped out
+ * when it is prepared (the guest's scratch disk, /dev/vda, is the swap).
+ * Each test runs in the stage its name says (LU_STAGE, set by the QEMU
+ * runner).
  */
 #include <sys/stat.h>
+#include <sys/swap.h>
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
@@ -25,7 +28,8 @@ enum {
 	TOKEN_SEALED,
 	TOKEN_FALLOCATED,
 	TOKEN_HUGE,
-	NR_TOKENS = TOKEN_HUGE,
+	TOKEN_SWAPPED,
+	NR_TOKENS = TOKEN_SWAPPED,
 };
 
 #define ODD_SIZE	12345
@@ -37,6 +41,8 @@ enum {
 #define FALLOC_SIZE	MIB
 #define HUGE_SIZE	(4 * MIB)
 #define SHMEM_ENABLED	"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+#define SWAPPED_SIZE	(16 * MIB)
+#define SWAP_DEVICE	"/dev/vda"
 
 /* The last sparse page is written into a hole after preservation. */
 static const off_t sparse_pages[] = { 0, 17 * MIB + 3 * PAGE, 40 * MIB, SPARSE_SIZE - PAGE };
@@ -64,6 +70,26 @@ static void write_huge(struct __test_metadata *_metadata, int fd)
 	ASSERT_EQ(before + HUGE_SIZE / 1024, lu_meminfo_kb("ShmemHugePages:"));
 }
 
+/*
+ * Swaps out the first half of @fd's pages (MADV_PAGEOUT), so that the
+ * PREPARE in the reboot notifier finds them in swap.
+ */
+static void swap_out_half(struct __test_metadata *_metadata, int fd)
+{
+	long used;
+	void *map;
+
+	ASSERT_EQ(0, system("mkswap " SWAP_DEVICE " >/dev/null"));
+	ASSERT_EQ(0, swapon(SWAP_DEVICE, 0));
+	map = mmap(NULL, SWAPPED_SIZE / 2, PROT_READ, MAP_SHARED | MAP_POPULATE,
+		   fd, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	ASSERT_EQ(0, madvise(map, SWAPPED_SIZE / 2, MADV_PAGEOUT));
+	munmap(map, SWAPPED_SIZE / 2);
+	used = lu_meminfo_kb("SwapTotal:") - lu_meminfo_kb("SwapFree:");
+	ASSERT_LE(SWAPPED_SIZE / 4 / 1024, used);
+}
+
 static int make_memfds(struct __test_metadata *_metadata, int *fds)
 {
 	int i;
@@ -86,6 +112,8 @@ static int make_memfds(struct __test_metadata *_metadata, int *fds)
 	ASSERT_EQ(0, fallocate(fds[TOKEN_FALLOCATED], 0, 0, FALLOC_SIZE));
 	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_FALLOCATED], TOKEN_FALLOCATED, 0, PAGE));
 	write_huge(_metadata, fds[TOKEN_HUGE]);
+	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_SWAPPED], TOKEN_SWAPPED, 0,
+				      SWAPPED_SIZE));
 	return 0;
 }
 
@@ -134,6 +162,9 @@ static void check_memfds(struct __test_metadata *_metadata, int *fds, int k)
 	ASSERT_EQ(0, fstat(fds[TOKEN_HUGE], &st));
 	EXPECT_EQ(HUGE_SIZE, st.st_size);
 	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_HUGE], TOKEN_HUGE, 0, HUGE_SIZE));
+
+	EXPECT_EQ(-1, lu_pattern_verify(fds[TOKEN_SWAPPED], TOKEN_SWAPPED, 0,
+					SWAPPED_SIZE));
 }
 
 static void preserve_all(struct __test_metadata *_metadata, int dev, int *fds)
@@ -170,6 +201,7 @@ TEST(kernel1_preserve)
 	ASSERT_LE(0, dev);
 	make_memfds(_metadata, fds);
 	preserve_all(_metadata, dev, fds);
+	swap_out_half(_metadata, fds[TOKEN_SWAPPED]);
 	/* Written into a hole after preservation: carried too. */
 	ASSERT_EQ(0, lu_pattern_write(fds[TOKEN_SPARSE], TOKEN_SPARSE,
 				      sparse_pages[LATE_SPARSE], PAGE));

@@ -22,13 +22,28 @@
 #include "lu_stage.h"
 
 #define PAGE		4096ULL
-#define SESSIONS	1000
 #define PER_SESSION	100
-#define CHAIN		10000
+#define MAX_SESSIONS	1000
 #define CHAIN_NAME	"scale-chain"
 #define SEED_BASE	1000
 
-/* File @f of session @s: 0 .. SESSIONS * PER_SESSION - 1. */
+/*
+ * The shape: 1,000 sessions of 100 files and a 10,000-file chain, unless
+ * LU_SCALE="SESSIONS CHAIN" asks for less (both kernels must agree).
+ */
+static unsigned int nr_sessions = MAX_SESSIONS, chain_len = 10000;
+
+static void read_shape(struct __test_metadata *_metadata)
+{
+	const char *shape = getenv("LU_SCALE");
+
+	if (shape)
+		ASSERT_EQ(2, sscanf(shape, "%u %u", &nr_sessions, &chain_len));
+	ASSERT_GE((unsigned int)MAX_SESSIONS, nr_sessions);
+	ASSERT_LT(0U, chain_len);
+}
+
+/* File @f of session @s: 0 .. nr_sessions * PER_SESSION - 1. */
 static unsigned int identity(unsigned int s, unsigned int f)
 {
 	return s * PER_SESSION + f;
@@ -94,17 +109,18 @@ static void raise_fd_limit(struct __test_metadata *_metadata)
 
 TEST(kernel1_hand_over_100k_files_and_a_10k_chain)
 {
-	static int sessions[SESSIONS];
+	static int sessions[MAX_SESSIONS];
 	char name[LIVEUPDATE_SESSION_NAME_LENGTH];
 	struct liveupdate_get_state st;
 	unsigned int s, f, id;
 	int dev, chain, fd;
 	uint64_t dep;
 
+	read_shape(_metadata);
 	raise_fd_limit(_metadata);
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
-	for (s = 0; s < SESSIONS; s++) {
+	for (s = 0; s < nr_sessions; s++) {
 		session_name(name, sizeof(name), s);
 		sessions[s] = lu_create_session(dev, name);
 		ASSERT_LE(0, sessions[s]) TH_LOG("session %u", s);
@@ -120,7 +136,7 @@ TEST(kernel1_hand_over_100k_files_and_a_10k_chain)
 	/* Token i needs token i - 1: dependency order is 10,000 deep. */
 	chain = lu_create_session(dev, CHAIN_NAME);
 	ASSERT_LE(0, chain);
-	for (id = 0; id < CHAIN; id++) {
+	for (id = 0; id < chain_len; id++) {
 		fd = identity_memfd(id);
 		ASSERT_LE(0, fd);
 		dep = token_of(id - 1);
@@ -129,13 +145,13 @@ TEST(kernel1_hand_over_100k_files_and_a_10k_chain)
 		close(fd);
 	}
 	ASSERT_EQ(0, lu_get_state(dev, &st));
-	EXPECT_EQ(SESSIONS + 1, st.nr_sessions);
-	EXPECT_EQ(SESSIONS * PER_SESSION + CHAIN, st.nr_files);
+	EXPECT_EQ(nr_sessions + 1, st.nr_sessions);
+	EXPECT_EQ(nr_sessions * PER_SESSION + chain_len, st.nr_files);
 
 	ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_PREPARE, NULL));
 	ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_FREEZE, NULL));
 	/* The module holds the sessions until the kexec. */
-	for (s = 0; s < SESSIONS; s++)
+	for (s = 0; s < nr_sessions; s++)
 		close(sessions[s]);
 	close(chain);
 	close(dev);
@@ -148,16 +164,17 @@ TEST(kernel2_every_file_comes_back)
 	int dev, session, fd;
 	unsigned int s, f, id;
 
+	read_shape(_metadata);
 	raise_fd_limit(_metadata);
 	dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, dev);
 	ASSERT_EQ(0, lu_get_state(dev, &st));
-	ASSERT_EQ(SESSIONS + 1, st.nr_incoming_sessions);
-	ASSERT_EQ(SESSIONS * PER_SESSION + CHAIN, st.nr_incoming_files);
+	ASSERT_EQ(nr_sessions + 1, st.nr_incoming_sessions);
+	ASSERT_EQ(nr_sessions * PER_SESSION + chain_len, st.nr_incoming_files);
 
 	/* Sessions in an order other than their creation's. */
-	for (s = 0; s < SESSIONS; s++) {
-		unsigned int which = (s * 7) % SESSIONS;
+	for (s = 0; s < nr_sessions; s++) {
+		unsigned int which = (s * 7) % nr_sessions;
 
 		session_name(name, sizeof(name), which);
 		session = lu_retrieve_session(dev, name);
@@ -176,11 +193,11 @@ TEST(kernel2_every_file_comes_back)
 	/* The last file of the chain brings the other 9,999 with it. */
 	session = lu_retrieve_session(dev, CHAIN_NAME);
 	ASSERT_LE(0, session);
-	fd = lu_retrieve(session, token_of(CHAIN - 1));
+	fd = lu_retrieve(session, token_of(chain_len - 1));
 	ASSERT_LE(0, fd);
-	check_identity(_metadata, fd, CHAIN - 1);
+	check_identity(_metadata, fd, chain_len - 1);
 	close(fd);
-	for (id = 0; id < CHAIN - 1; id++) {
+	for (id = 0; id < chain_len - 1; id++) {
 		fd = lu_retrieve(session, token_of(id));
 		ASSERT_LE(0, fd) TH_LOG("chain %u: %d", id, fd);
 		check_identity(_metadata, fd, id);
@@ -190,8 +207,8 @@ TEST(kernel2_every_file_comes_back)
 	close(session);
 
 	ASSERT_EQ(0, lu_get_state(dev, &st));
-	EXPECT_EQ(0, st.nr_incoming_sessions);
-	EXPECT_EQ(0, st.nr_incoming_files);
+	EXPECT_EQ(0U, st.nr_incoming_sessions);
+	EXPECT_EQ(0U, st.nr_incoming_files);
 	close(dev);
 }
 

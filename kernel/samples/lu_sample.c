@@ -20,8 +20,6 @@
 #include <linux/atomic.h>
 #include <linux/file.h>
 #include <linux/fs.h>
-#include <linux/io.h>
-#include <linux/kexec_handover.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -280,7 +278,7 @@ static int lu_sample_prepare(struct lu_file *lf)
 				   lf->token);
 		return -EINVAL;
 	}
-	ser = kho_alloc_preserve(sizeof(*ser));
+	ser = lu_file_data_alloc(lf, sizeof(*ser));
 	if (IS_ERR(ser))
 		return PTR_ERR(ser);
 	ser->memfd_token = lf->deps[i];
@@ -288,71 +286,38 @@ static int lu_sample_prepare(struct lu_file *lf)
 	ser->length = slot->length;
 	ser->generation = slot->generation;
 	memcpy(ser->label, slot->label, sizeof(ser->label));
-	lf->priv = ser;
-	lf->data = virt_to_phys(ser);
-	lf->bytes = PAGE_SIZE;
 	return 0;
 }
 
+/* liveupdate frees the slot's data with the cancelled prepare. */
 static void lu_sample_cancel(struct lu_file *lf)
 {
-	kho_unpreserve_free(lf->priv);
-	lf->priv = NULL;
 }
 
-/* The slot handler: new kernel. The block is restored once, then kept in priv. */
-
-static struct lu_sample_slot_ser *lu_sample_incoming_slot(struct lu_file *lf)
-{
-	struct folio *folio;
-
-	if (!lf->priv) {
-		folio = kho_restore_folio(lf->data);
-		if (!folio)
-			return NULL;
-		lf->priv = folio_address(folio);
-	}
-	return lf->priv;
-}
-
-static u64 lu_sample_free_incoming(struct lu_file *lf)
-{
-	u64 bytes = 0;
-
-	if (lf->priv) {
-		bytes = folio_size(virt_to_folio(lf->priv));
-		folio_put(virt_to_folio(lf->priv));
-		lf->priv = NULL;
-	}
-	return bytes;
-}
+/* The slot handler: new kernel. liveupdate checked the slot's data. */
 
 static int lu_sample_retrieve(struct lu_file *lf)
 {
-	struct lu_sample_slot_ser *ser = lu_sample_incoming_slot(lf);
+	const struct lu_sample_slot_ser *ser = lf->data.ptr;
 	struct file *memfd, *file;
 
-	if (!ser)
+	if (lf->data.size != sizeof(*ser))
 		return -EIO;
 	/* liveupdate retrieved the memfd before this slot. */
 	memfd = lu_file_dependency(lf, ser->memfd_token);
 	if (IS_ERR(memfd))
 		return PTR_ERR(memfd);
-	ser->label[sizeof(ser->label) - 1] = 0;
 	file = lu_sample_new_slot(get_file(memfd), ser->offset, ser->length,
 				  ser->label, ser->generation);
 	if (IS_ERR(file))
 		return PTR_ERR(file);
 	lf->file = file;
-	lu_sample_free_incoming(lf);
 	return 0;
 }
 
+/* Nothing of the slot's is in KHO besides its data, which is liveupdate's. */
 static int lu_sample_finish(struct lu_file *lf, u64 *bytes)
 {
-	if (!lf->file)
-		lu_sample_incoming_slot(lf);
-	*bytes += lu_sample_free_incoming(lf);
 	return 0;
 }
 
@@ -370,38 +335,34 @@ static struct lu_file_handler lu_sample_handler = {
 
 /* The subsystem: the slot counter. */
 
-static int lu_sample_ss_prepare(struct lu_subsystem *ss, u64 *data)
+static int lu_sample_ss_prepare(struct lu_subsystem *ss)
 {
-	struct lu_sample_counter_ser *ser = kho_alloc_preserve(sizeof(*ser));
+	struct lu_sample_counter_ser *ser;
 
+	ser = lu_subsystem_data_alloc(ss, sizeof(*ser));
 	if (IS_ERR(ser))
 		return PTR_ERR(ser);
 	ser->generation = atomic64_read(&lu_sample_generation);
-	*data = virt_to_phys(ser);
 	return 0;
 }
 
 /* Slots created between PREPARE and FREEZE count too. */
-static int lu_sample_ss_freeze(struct lu_subsystem *ss, u64 *data)
+static int lu_sample_ss_freeze(struct lu_subsystem *ss)
 {
-	struct lu_sample_counter_ser *ser = phys_to_virt(*data);
+	struct lu_sample_counter_ser *ser = ss->data.ptr;
 
 	ser->generation = atomic64_read(&lu_sample_generation);
 	return 0;
 }
 
-static void lu_sample_ss_cancel(struct lu_subsystem *ss, u64 data)
+static void lu_sample_ss_cancel(struct lu_subsystem *ss)
 {
-	kho_unpreserve_free(phys_to_virt(data));
 }
 
-/* The counter was read at load; its block is freed at the end. */
-static void lu_sample_ss_finish(struct lu_subsystem *ss, u64 data)
+/* The counter was read at load; nothing else was handed over. */
+static void lu_sample_ss_finish(struct lu_subsystem *ss,
+				const struct lu_data *in)
 {
-	struct folio *folio = kho_restore_folio(data);
-
-	if (folio)
-		folio_put(folio);
 }
 
 static struct lu_subsystem lu_sample_subsystem = {
@@ -414,17 +375,18 @@ static struct lu_subsystem lu_sample_subsystem = {
 };
 
 /*
- * Reads the counter in place: the block stays reserved until our finish
- * callback frees it, and that cannot run before we register.
+ * Reads the counter from liveupdate's copy of our data: it stays until
+ * our finish callback has run, which cannot happen before we register.
  */
 static void lu_sample_take_counter(void)
 {
-	struct lu_sample_counter_ser *ser;
-	u64 data;
+	const struct lu_sample_counter_ser *ser;
+	struct lu_data in;
 
-	if (lu_subsystem_incoming(&lu_sample_subsystem, &data) || !data)
+	if (lu_subsystem_incoming(&lu_sample_subsystem, &in) ||
+	    in.size != sizeof(*ser))
 		return;
-	ser = phys_to_virt(data);
+	ser = in.ptr;
 	lu_sample_handed_over = ser->generation;
 	atomic64_set(&lu_sample_generation, ser->generation);
 }

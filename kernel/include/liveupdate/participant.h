@@ -18,8 +18,16 @@
  *
  * Subsystems carry state of their own that belongs to no file: they get
  * prepare, freeze and cancel callbacks after (cancel: before) the files,
- * hand one physical address of their KHO data to the next kernel, and
- * find it there with lu_subsystem_incoming() under the same name.
+ * and find their data in the next kernel with lu_subsystem_incoming()
+ * under the same name.
+ *
+ * Data: at prepare, a participant asks liveupdate for a buffer of up to
+ * LU_MAX_DATA bytes (lu_file_data_alloc(), lu_subsystem_data_alloc()),
+ * fills it, and may update it in place at freeze. liveupdate carries it
+ * in its own table, under its checksum, and frees it on cancel. In the
+ * next kernel the participant gets the checked bytes (struct lu_data),
+ * never a physical address. Memory it preserves in KHO itself (large
+ * arrays, folios) it names from its data and checks on its own.
  *
  * Callbacks run under liveupdate's lock, in process context, and may
  * sleep; they must not call back into liveupdate except for
@@ -42,6 +50,20 @@ struct lu_session;
 #define LU_COMPATIBLE_LENGTH	32
 /* Most dependencies one file may name. */
 #define LU_MAX_DEPS		16
+/* Most bytes of data one participant hands over per file or subsystem. */
+#define LU_MAX_DATA		4096
+
+/**
+ * struct lu_data - a participant's data, carried in liveupdate's table
+ * @ptr:  old kernel: the buffer from lu_*_data_alloc(), which the
+ *        participant fills; new kernel: the data as the previous kernel
+ *        left it, checked (read only); NULL if there is none
+ * @size: its bytes
+ */
+struct lu_data {
+	void *ptr;
+	u32 size;
+};
 
 /**
  * struct lu_file_handler - how one kind of file is carried over
@@ -57,8 +79,8 @@ struct lu_session;
  *                what must not change; cheap, nothing goes to KHO yet
  * @unpreserve:   undo @preserve
  * @prepare:      PREPARE: serialize the file into KHO while it is in use;
- *                set @lf->data (physical address of the handler's block)
- *                and @lf->bytes (memory carried)
+ *                fill its data (lu_file_data_alloc()) and set @lf->bytes
+ *                (memory carried)
  * @cancel:       undo @prepare
  * @freeze:       FREEZE: record what changed since @prepare; optional
  * @unfreeze:     undo @freeze (CANCEL from FROZEN); optional
@@ -122,7 +144,7 @@ enum lu_file_state {
  * @token:    the caller's key, unique in the session
  * @file:     outgoing: the preserved file (liveupdate holds a reference);
  *            incoming: the retrieved file, or NULL before retrieval
- * @data:     physical address of the handler's hand-over block
+ * @data:     the handler's data (see struct lu_data)
  * @bytes:    memory serialized for the file
  * @priv:     the handler's own state
  * @deps:     tokens of the files this one depends on (read only)
@@ -143,7 +165,7 @@ enum lu_file_state {
 struct lu_file {
 	u64 token;
 	struct file *file;
-	phys_addr_t data;
+	struct lu_data data;
 	u64 bytes;
 	void *priv;
 	u64 *deps;
@@ -162,38 +184,41 @@ struct lu_file {
 int lu_register_file_handler(struct lu_file_handler *handler);
 void lu_unregister_file_handler(struct lu_file_handler *handler);
 struct file *lu_file_dependency(struct lu_file *lf, u64 token);
+void *lu_file_data_alloc(struct lu_file *lf, size_t size);
 
 /**
  * struct lu_subsystem - a participant with state of its own
  * @name:     unique name (under LU_COMPATIBLE_LENGTH bytes); the next
  *            kernel's subsystem of this name receives the data
  * @owner:    the module that implements it
- * @prepare:  PREPARE, after the files: serialize into KHO and set *@data
- *            to the physical address to hand over (0: nothing)
- * @freeze:   FREEZE, after the files; may update *@data; optional
- * @cancel:   undo @prepare (and @freeze); @data is what they set
+ * @prepare:  PREPARE, after the files: serialize, filling @data
+ *            (lu_subsystem_data_alloc()) if there is anything to hand over
+ * @freeze:   FREEZE, after the files; may update @data; optional
+ * @cancel:   undo @prepare (and @freeze); liveupdate frees @data after
  * @finish:   new kernel, end of the hand-over (FINISH, or the last session
- *            finished): free the handed-over @data
+ *            finished): free what @in names, if anything; @in is gone
+ *            after
+ * @data:     old kernel: the data to hand over
  * @list:     private to liveupdate
- * @data:     private: what @prepare and @freeze set
  * @prepared: private: @prepare succeeded and was not cancelled
  * @frozen:   private: @freeze succeeded since @prepare (it runs once)
  */
 struct lu_subsystem {
 	const char *name;
 	struct module *owner;
-	int (*prepare)(struct lu_subsystem *ss, u64 *data);
-	int (*freeze)(struct lu_subsystem *ss, u64 *data);
-	void (*cancel)(struct lu_subsystem *ss, u64 data);
-	void (*finish)(struct lu_subsystem *ss, u64 data);
+	int (*prepare)(struct lu_subsystem *ss);
+	int (*freeze)(struct lu_subsystem *ss);
+	void (*cancel)(struct lu_subsystem *ss);
+	void (*finish)(struct lu_subsystem *ss, const struct lu_data *in);
+	struct lu_data data;
 	struct list_head list;
-	u64 data;
 	bool prepared;
 	bool frozen;
 };
 
 int lu_register_subsystem(struct lu_subsystem *ss);
 void lu_unregister_subsystem(struct lu_subsystem *ss);
-int lu_subsystem_incoming(struct lu_subsystem *ss, u64 *data);
+void *lu_subsystem_data_alloc(struct lu_subsystem *ss, size_t size);
+int lu_subsystem_incoming(struct lu_subsystem *ss, struct lu_data *in);
 
 #endif /* _LIVEUPDATE_PARTICIPANT_H */
