@@ -100,6 +100,17 @@ static void check_identity(struct __test_metadata *_metadata, int fd,
 			TH_LOG("file %u", id);
 }
 
+/* Retrieves @id's file from @session and checks that it is whole. */
+static void retrieve_identity(struct __test_metadata *_metadata, int session,
+			      unsigned int id)
+{
+	int fd = lu_retrieve(session, token_of(id));
+
+	ASSERT_LE(0, fd) TH_LOG("file %u: %d", id, fd);
+	check_identity(_metadata, fd, id);
+	close(fd);
+}
+
 static void raise_fd_limit(struct __test_metadata *_metadata)
 {
 	struct rlimit lim = { .rlim_cur = 4096, .rlim_max = 4096 };
@@ -161,7 +172,7 @@ TEST(kernel2_every_file_comes_back)
 {
 	char name[LIVEUPDATE_SESSION_NAME_LENGTH];
 	struct liveupdate_get_state st;
-	int dev, session, fd;
+	int dev, session;
 	unsigned int s, f, id;
 
 	read_shape(_metadata);
@@ -179,13 +190,9 @@ TEST(kernel2_every_file_comes_back)
 		session_name(name, sizeof(name), which);
 		session = lu_retrieve_session(dev, name);
 		ASSERT_LE(0, session) TH_LOG("session %u: %d", which, session);
-		for (f = 0; f < PER_SESSION; f++) {
-			id = identity(which, (f * 3) % PER_SESSION);
-			fd = lu_retrieve(session, token_of(id));
-			ASSERT_LE(0, fd) TH_LOG("file %u: %d", id, fd);
-			check_identity(_metadata, fd, id);
-			close(fd);
-		}
+		for (f = 0; f < PER_SESSION; f++)
+			retrieve_identity(_metadata, session,
+					  identity(which, (f * 3) % PER_SESSION));
 		ASSERT_EQ(0, lu_finish(session));
 		close(session);
 	}
@@ -193,16 +200,9 @@ TEST(kernel2_every_file_comes_back)
 	/* The last file of the chain brings the other 9,999 with it. */
 	session = lu_retrieve_session(dev, CHAIN_NAME);
 	ASSERT_LE(0, session);
-	fd = lu_retrieve(session, token_of(chain_len - 1));
-	ASSERT_LE(0, fd);
-	check_identity(_metadata, fd, chain_len - 1);
-	close(fd);
-	for (id = 0; id < chain_len - 1; id++) {
-		fd = lu_retrieve(session, token_of(id));
-		ASSERT_LE(0, fd) TH_LOG("chain %u: %d", id, fd);
-		check_identity(_metadata, fd, id);
-		close(fd);
-	}
+	retrieve_identity(_metadata, session, chain_len - 1);
+	for (id = 0; id < chain_len - 1; id++)
+		retrieve_identity(_metadata, session, id);
 	ASSERT_EQ(0, lu_finish(session));
 	close(session);
 

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import json
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -70,6 +71,11 @@ class Agent:
         self.finish_at: float | None = None
         self.sel = selectors.DefaultSelector()
         self.listener = self._listen()
+        self.accepting_again: float | None = None  # out of fds: when to try accept() again
+        # Every fd the system allows: each client costs one.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     def _listen(self) -> socket.socket:
         Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +173,7 @@ class Agent:
             held = Held(self.dev.create_session(name), peer.uid)
         try:
             held.session.preserve(fds[0], token, deps)
-        except LiveUpdateError:
+        except (LiveUpdateError, ValueError):
             if created:  # a new session that got nothing: drop it
                 held.session.close()
             raise
@@ -238,6 +244,8 @@ class Agent:
             return protocol.error_reply(f"unknown op {op!r}", errno.EOPNOTSUPP), []
         except LiveUpdateError as e:
             return protocol.error_reply(str(e), e.errno), []
+        except ValueError as e:  # a field the device API refuses: a name, token or dependency
+            return protocol.error_reply(str(e), errno.EINVAL), []
         finally:
             for fd in fds:
                 os.close(fd)
@@ -271,14 +279,32 @@ class Agent:
             for fd in fds:
                 os.close(fd)
 
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            # Out of fds: stop accepting for a second rather than spin or die;
+            # waiting clients stay queued in the backlog.
+            print(f"liveupdated: cannot accept a client: {e.strerror}; pausing", flush=True)
+            self.sel.unregister(self.listener)
+            self.accepting_again = time.monotonic() + 1.0
+            return
+        conn.settimeout(5.0)  # a client that does not read its replies cannot stall the agent
+        self.sel.register(conn, selectors.EVENT_READ)
+
     def serve(self, until: float | None = None) -> None:
         """Answer clients until ``until`` (time.monotonic()) or forever."""
         while until is None or time.monotonic() < until:
             self._maybe_finish()
+            if self.accepting_again is not None and time.monotonic() >= self.accepting_again:
+                self.sel.register(self.listener, selectors.EVENT_READ)
+                self.accepting_again = None
             for key, _ in self.sel.select(timeout=1.0):
                 if key.fileobj is self.listener:
-                    conn, _ = self.listener.accept()
-                    conn.settimeout(5.0)  # a client that does not read its replies cannot stall the agent
-                    self.sel.register(conn, selectors.EVENT_READ)
+                    self._accept()
                 else:
                     self._serve_one(key.fileobj)  # type: ignore[arg-type]

@@ -138,7 +138,8 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_kexec(args: argparse.Namespace, out: Output) -> int:
     with _controller(args.socket) as (send, status):
-        live_update(send, status, args.kernel, args.initrd, args.append, out.progress)
+        cmdline = args.append if args.append is not None else system.running_cmdline()
+        live_update(send, status, args.kernel, args.initrd, cmdline, out.progress)
     return EXIT_OK
 
 
@@ -181,7 +182,9 @@ def cmd_session_retrieve(args: argparse.Namespace, out: Output) -> int:
         fd = agent.retrieve(args.session, args.token)
     try:
         if args.output:
-            with open(args.output, "wb") as dest, os.fdopen(os.dup(fd), "rb") as src:
+            # Guest memory is nobody else's business: the copy is the caller's alone.
+            dest_fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(dest_fd, "wb") as dest, os.fdopen(os.dup(fd), "rb") as src:
                 src.seek(0)
                 shutil.copyfileobj(src, dest)
             out.result({"session": args.session, "token": args.token, "output": str(args.output)},
@@ -220,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     kexec = sub.add_parser("kexec", parents=[common], help="load KERNEL with kexec -s, prepare, freeze, and jump")
     kexec.add_argument("kernel", type=Path, metavar="KERNEL")
     kexec.add_argument("--initrd", type=Path)
-    kexec.add_argument("--append", default="", help="the new kernel's command line")
+    kexec.add_argument("--append", help="the new kernel's command line (default: this kernel's, /proc/cmdline)")
     kexec.set_defaults(run=cmd_kexec)
 
     agent = sub.add_parser("agent", parents=[common], help="run liveupdated, which holds sessions for services")

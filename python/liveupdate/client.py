@@ -46,8 +46,13 @@ class AgentClient:
 
     def call(self, op: str, fds: Sequence[int] = (), **fields: Any) -> tuple[dict[str, Any], list[int]]:
         """One request and its reply; a refusal raises LiveUpdateError with the agent's reason."""
-        protocol.send(self.sock, {"op": op, **fields}, list(fds))
-        received = protocol.receive(self.sock)
+        try:
+            protocol.send(self.sock, {"op": op, **fields}, list(fds))
+            received = protocol.receive(self.sock)
+        except protocol.ProtocolError as e:
+            for fd in e.fds:
+                os.close(fd)
+            raise LiveUpdateError(e.errno, f"agent {op}", str(e)) from None
         if received is None:
             raise LiveUpdateError(errno.ECONNRESET, f"agent {op}", "the agent closed the connection")
         reply, got = received

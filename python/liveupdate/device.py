@@ -49,6 +49,19 @@ def _encode_name(name: str) -> bytes:
     return raw
 
 
+def _check_token(token: object, what: str = "token") -> int:
+    """A token as the kernel takes it (__u64), or ValueError saying why not."""
+    if not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < 1 << 64:
+        raise ValueError(f"{what} must be an integer from 0 to 2**64 - 1: {token!r}")
+    return token
+
+
+def _check_deps(deps: Sequence[int]) -> list[int]:
+    if len(deps) > abi.MAX_DEPS:
+        raise ValueError(f"at most {abi.MAX_DEPS} dependencies: {len(deps)} given")
+    return [_check_token(dep, "a dependency") for dep in deps]
+
+
 class Session:
     """A session fd: outgoing (created here) or incoming (retrieved)."""
 
@@ -95,6 +108,8 @@ class Session:
         (at most abi.MAX_DEPS): they are serialized before it, and retrieved
         before it in the next kernel.
         """
+        _check_token(token)
+        deps = _check_deps(deps)
         what = f"token {token}"
         if not deps:
             self._call("preserve", what, abi.SESSION_PRESERVE_FD, abi.PRESERVE_FD, _fileno(file), token)
@@ -106,6 +121,7 @@ class Session:
 
     def retrieve(self, token: int) -> int:
         """Return a new fd (close-on-exec) for the file preserved under ``token``."""
+        _check_token(token)
         _, fd, _ = self._call("retrieve", f"token {token}", abi.SESSION_RETRIEVE_FD, abi.RETRIEVE_FD, -1, token)
         return fd
 

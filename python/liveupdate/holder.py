@@ -16,9 +16,15 @@ def hold_fds_until_kexec() -> int:
     """Fork a holder of this process's fds; returns its pid to the caller."""
     pid = os.fork()
     if pid == 0:
-        os.setsid()
-        for fd in (0, 1, 2):
-            os.close(fd)
-        while True:
-            signal.pause()
+        # The child must never return into the caller's code, whatever
+        # signal or exception reaches it: it only holds, then exits.
+        try:
+            os.setsid()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for fd in (0, 1, 2):
+                os.close(fd)
+            while True:
+                signal.pause()
+        finally:
+            os._exit(0)
     return pid

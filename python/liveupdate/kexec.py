@@ -72,9 +72,11 @@ def live_update(
         _kexec("-e")
         raise KexecError("kexec -e returned")
     except BaseException:
-        if prepared:
-            send(abi.Event.CANCEL)
-            progress("cancelled", {})
-        _kexec("-u")
-        progress("unloaded", {})
+        try:
+            if prepared:
+                send(abi.Event.CANCEL)
+                progress("cancelled", {})
+        finally:  # the loaded kernel goes, even if CANCEL failed
+            _kexec("-u")
+            progress("unloaded", {})
         raise

@@ -52,7 +52,9 @@ def encode(message: dict[str, Any]) -> bytes:
 def decode(data: bytes) -> dict[str, Any]:
     try:
         message = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of too many digits
         raise ProtocolError(f"not JSON: {e}") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")

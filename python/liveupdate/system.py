@@ -23,6 +23,11 @@ def kho_enabled(cmdline: str | None = None) -> bool:
     return bool(values) and values[-1] in ("on", "1", "y", "yes", "true")
 
 
+def running_cmdline() -> str:
+    """The running kernel's command line: the default for the next one."""
+    return CMDLINE.read_text().strip()
+
+
 def module_loaded() -> bool:
     return MODULE_DIR.is_dir()
 

@@ -46,3 +46,15 @@ def test_closed_session_refuses_calls() -> None:
     assert session.closed
     with pytest.raises(ValueError, match="closed"):
         session.fileno()
+
+
+@pytest.mark.parametrize(("token", "deps"), [(-1, ()), (1 << 64, ()), ("1", ()), (1, (-1,)), (1, (1 << 64,)),
+                                             (1, tuple(range(2, 19)))])
+def test_bad_tokens_and_deps_are_refused_before_the_kernel(token: object, deps: tuple) -> None:
+    # Before: struct.error or OverflowError from deep inside, which ended the agent.
+    with open("/dev/null") as null:
+        session = Session(null.fileno(), "s", incoming=False)
+        with pytest.raises(ValueError, match=r"token|dependenc"):
+            session.preserve(null, token, deps)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="token"):
+            session.retrieve(-1)

@@ -63,3 +63,13 @@ def test_oversized_keeps_its_fds_for_closing(pair) -> None:
 def test_encode_refuses_oversized() -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.encode({"blob": "x" * protocol.MAX_MESSAGE})
+
+
+@pytest.mark.parametrize("raw", [b"[" * 5000, b"1" * 5000, b'{"a":' * 3000])
+def test_hostile_json_is_a_protocol_error(pair, raw: bytes) -> None:
+    # Before: RecursionError and ValueError escaped the decoder and ended the agent.
+    a, b = pair
+    a.send(raw)
+    with pytest.raises(protocol.ProtocolError) as exc:
+        protocol.receive(b)
+    assert exc.value.errno == errno.EPROTO

@@ -13,10 +13,13 @@ nobody claims in kernel 3, where the agent finishes at its deadline.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import resource
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -62,6 +65,11 @@ def start_agent(log: str, finish_after: int = 120, *options: str) -> None:
     with open(OUT / log, "w") as out:
         subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket", SOCKET,
                           *options], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_agent(log)
+
+
+def wait_for_agent(log: str) -> None:
+    """Until the agent answers a client (its log is the failure message)."""
     deadline = time.monotonic() + PATIENCE
     while True:
         try:
@@ -130,7 +138,43 @@ def test_kernel1_agent_survives_bad_clients() -> None:
         raw.send(message)
         reply, _ = protocol.receive(raw)
         assert (reply["ok"], reply["errno"]) == (False, err), reply
+
+    # Hostile input, no policy needed: before, each of these ended the agent
+    # (RecursionError, ValueError, struct.error, OverflowError).
+    for message in (b"[" * 5000, b"1" * 5000):
+        raw.send(message)
+        reply, _ = protocol.receive(raw)
+        assert (reply["ok"], reply["errno"]) == (False, errno.EPROTO), reply
+    fd = memfd_with(b"bad fields")
+    for fields in ({"token": -1}, {"token": 1 << 64}, {"session": "vm-" + "x" * 70}, {"deps": [-1]},
+                   {"deps": [1 << 64]}):
+        protocol.send(raw, {"op": "preserve", "session": "vm-root", "token": 9, **fields}, [fd])
+        reply, _ = protocol.receive(raw)
+        assert (reply["ok"], reply["errno"]) == (False, errno.EINVAL), (fields, reply)
+    os.close(fd)
     raw.close()
+    with liveupdate.connect(SOCKET) as agent:
+        assert "vm-" + "x" * 70 not in {s["name"] for s in agent.sessions()}
+
+    # Out of fds: the agent stops accepting for a moment instead of dying.
+    with liveupdate.connect(SOCKET) as agent:
+        pid = struct.unpack("3i", agent.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    limit = resource.prlimit(pid, resource.RLIMIT_NOFILE, (32, 32))
+    flood = []
+    try:
+        for _ in range(64):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            conn.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                conn.connect(SOCKET)
+            flood.append(conn)
+        time.sleep(3)
+    finally:
+        for conn in flood:
+            conn.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limit)
+    wait_for_agent("agent1.log")
+    assert "cannot accept a client" in (OUT / "agent1.log").read_text()
 
     # A client that asks and leaves before the reply: its fd is preserved all the same.
     fd = memfd_with(b"left early")
