@@ -37,6 +37,7 @@ _IOCTL_HINTS = {
         errno.EEXIST: "an outgoing session has this name; close it or pick another",
         errno.EINVAL: "names are 1 to 63 bytes",
         errno.EBUSY: "the state is FROZEN (cancel first) or the kexec reboot has started",
+        errno.ENOSPC: "the hand-over table is full (256 MiB); close sessions that need not be carried",
     },
     "retrieve_session": {
         errno.ENOENT: "the previous kernel handed over no session of this name",
@@ -49,6 +50,7 @@ _IOCTL_HINTS = {
         errno.EBUSY: "the file is preserved in a session already, or the state is FROZEN",
         errno.EINVAL: "files can be preserved only in sessions created in this kernel; "
         "dependencies: at most 16 distinct tokens, not the file's own",
+        errno.ENOSPC: "the hand-over table is full (256 MiB); close sessions that need not be carried",
     },
     "retrieve": {
         errno.ENOPKG: "the module that carries this kind of file is not loaded",

@@ -34,6 +34,11 @@ def test_busy_device_message() -> None:
     assert "only one may open it" in str(err)
 
 
+@pytest.mark.parametrize("operation", ["create_session", "preserve"])
+def test_a_full_table_is_explained(operation: str) -> None:
+    assert "hand-over table is full" in str(ioctl_error(errno.ENOSPC, operation, ""))
+
+
 def test_ioctl_error_names_operation_and_hint() -> None:
     err = ioctl_error(errno.EEXIST, "preserve", "token 7 in session 'vm'")
     assert err.errno == errno.EEXIST

@@ -62,7 +62,8 @@ enum {
  *
  * Errors: EINVAL empty or unterminated @name; EEXIST an outgoing session
  * has this name; EBUSY the state is FROZEN or the kexec reboot has
- * started; ENOMEM.
+ * started; ENOSPC the hand-over table is full (256 MiB: millions of
+ * files); ENOMEM.
  */
 struct liveupdate_ioctl_create_session {
 	__u32 size;
@@ -109,7 +110,8 @@ struct liveupdate_ioctl_retrieve_session {
  * session; EBADF @fd is not open; ENOENT no handler can preserve this kind
  * of file; EBUSY the file is preserved in a session already, the state is
  * FROZEN, or the kexec reboot has started; EOPNOTSUPP the file has a property that cannot be
- * carried; EFBIG the file is too large; ENOMEM.
+ * carried; EFBIG the file is too large; ENOSPC the hand-over table is
+ * full; ENOMEM.
  */
 struct liveupdate_session_preserve_fd {
 	__u32 size;
