@@ -139,19 +139,16 @@ GUEST_JOBS ?= 2
 # took 19 s at 3 GiB and 10 s at 1.5 GiB).
 GUEST_MEM ?= 2G
 # A plan with the line "# guest kernel: lean" runs on the lean kernel with
-# the production module instead (scale_c: the debug kernel does not come
-# back from a kexec that carries tens of thousands of files).
+# the production module instead (run.py; scale_c: the debug kernel does
+# not come back from a kexec that carries tens of thousands of files).
 guest: module-debug module selftests venv
 	@mkdir -p build/runs
 	@printf '%s\n' $(PLANS) | xargs -P $(GUEST_JOBS) -I{} sh -c '\
 		name=$$(basename {} .plan); \
-		if grep -q "^# guest kernel: lean" {}; then \
-			kdir=$$(cat $(KDIR_FILE)) module=$(MODULE) append=""; \
-		else \
-			kdir=$$(cat $(DEBUG_KDIR_FILE)) module=$(DEBUG_MODULE) append="$(DEBUG_APPEND)"; \
-		fi; \
-		$(RUN) --quiet --kernel $$kdir/arch/x86/boot/bzImage \
-			--append "$$append" --module $$module --python $(VPY) --mem $(GUEST_MEM) --timeout 1800 \
+		$(RUN) --quiet --kernel $$(cat $(DEBUG_KDIR_FILE))/arch/x86/boot/bzImage \
+			--append "$(DEBUG_APPEND)" --module $(DEBUG_MODULE) \
+			--lean-kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage --lean-module $(MODULE) \
+			--python $(VPY) --mem $(GUEST_MEM) --timeout 1800 \
 			--out build/runs/$$name {} > build/runs/$$name.txt 2>&1; \
 		echo $$? > build/runs/$$name.rc; \
 		grep -v "^run.py: \[" build/runs/$$name.txt | grep "^run.py: \|^\[" | head -n 100'

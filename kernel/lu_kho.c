@@ -570,7 +570,7 @@ static bool lu_data_valid(const struct lu_ser_table *table, u32 offset,
  * ranges, names. Session names and tokens (unique, dependencies before
  * their dependents) are checked while the sessions are built, through
  * the sessions' name index and each session's token index: O(n log n) in
- * all.
+ * all. @bytes holds at least the header (lu_kho_check_root()).
  */
 static const char *lu_kho_check_table(const void *base, size_t bytes)
 {
@@ -581,8 +581,6 @@ static const char *lu_kho_check_table(const void *base, size_t bytes)
 	struct lu_table_layout l;
 	u32 i, j, next_file = 0;
 
-	if (bytes < sizeof(*table))
-		return "table larger than its block";
 	lu_table_layout_of(&l, table);
 	if (l.end != bytes)
 		return "table size does not match its counts";

@@ -33,12 +33,12 @@
  * out (not through write(), which would obey the caller's RLIMIT_FSIZE),
  * and each old folio is freed right after its copy. The header is the
  * file's data in liveupdate's table (lu_file_data_alloc()), so the
- * table's checksum covers it; before anything is restored, the records'
- * checksum is checked, the records read in place (every page checked to
- * be RAM first), so that KHO is only ever given addresses that arrived
- * intact. The folio array is
- * then read in place, page by page, through KHO's vmalloc ABI, so that
- * nothing but our own allocations can fail. A transient failure keeps
+ * table's checksum covers it. Before anything is restored, the folio
+ * records are read in place (every page checked to be RAM first) and
+ * their checksum compared, so that KHO is only ever given addresses that
+ * arrived intact; the copy then walks the array in place too, page by
+ * page, through KHO's vmalloc ABI, so that nothing but our own
+ * allocations can fail. A transient failure keeps
  * what was copied and the next retrieval resumes from there; damaged data
  * (-EIO) fails every retrieval, and finish frees what it can trust.
  */

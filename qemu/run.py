@@ -8,7 +8,9 @@ must then report exactly N tests passed (kselftest "# Totals:" lines and
 pytest summaries on the console are added up) and none skipped, failed
 or in error, so a stage that silently ran nothing or skipped fails.
 Lines starting with "#" are comments; "# guest memory: SIZE" gives the
-plan a guest of SIZE (QEMU's -m) instead of --mem. Commands run in the
+plan a guest of SIZE (QEMU's -m) instead of --mem, and "# guest kernel:
+lean" runs it on --lean-kernel with --lean-module (no --append) instead
+of --kernel and --module. Commands run in the
 checkout, inside the host's root filesystem shared read-only over 9p,
 with liveupdate.ko (--module) loaded first unless the line starts with
 "[N manual-load]": then the command loads it. /run/out in the guest is a
@@ -51,6 +53,7 @@ EXPECT_RE = re.compile(r"^\[(\d+)( manual-load)?\]\s+(.*)$")
 # The scratch disk (/dev/vda in the guest): sparse, removed after the run.
 SCRATCH_BYTES = 256 << 20
 MEMORY_RE = re.compile(r"^#\s*guest memory:\s*(\d+[MG])\s*$")
+LEAN_RE = re.compile(r"^#\s*guest kernel:\s*lean\s*$")
 # How stage.sh learns that a stage loads the module itself.
 MANUAL_LOAD = "#manual-load "
 KSFT_TOTALS_RE = re.compile(r"# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) "
@@ -111,6 +114,11 @@ def plan_memory(text: str) -> str | None:
     """The guest memory the plan asks for ("# guest memory: 6G"), if any."""
     sizes = [m.group(1) for m in map(MEMORY_RE.match, text.splitlines()) if m]
     return sizes[-1] if sizes else None
+
+
+def plan_wants_lean(text: str) -> bool:
+    """Whether the plan asks for the lean kernel ("# guest kernel: lean")."""
+    return any(LEAN_RE.match(line) for line in text.splitlines())
 
 
 def guest_path(path: Path) -> str:
@@ -221,6 +229,8 @@ def main() -> int:
     parser.add_argument("--mem", default="3G")
     parser.add_argument("--smp", default="2")
     parser.add_argument("--append", default="", help="extra kernel command line")
+    parser.add_argument("--lean-kernel", type=Path, help="bzImage for plans that ask for the lean kernel")
+    parser.add_argument("--lean-module", type=Path, help="liveupdate.ko for those plans")
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole run")
     parser.add_argument("--quiet", action="store_true", help="do not echo the serial console")
     args = parser.parse_args()
@@ -228,6 +238,10 @@ def main() -> int:
     text = args.plan.read_text()
     stages = parse_plan(text)
     memory = plan_memory(text) or args.mem
+    if plan_wants_lean(text):
+        if not args.lean_kernel:
+            sys.exit(f"run.py: {args.plan} asks for the lean kernel: give --lean-kernel")
+        args.kernel, args.module, args.append = args.lean_kernel, args.lean_module, ""
     plan = [command for _, command in stages]
     if not plan:
         sys.exit(f"run.py: {args.plan} has no stage")

@@ -32,12 +32,14 @@ _OPEN_HINTS = {
     errno.EACCES: "the device is 0600 root:root; run as root or change its mode",
 }
 
+_TABLE_FULL = "the hand-over table is full (256 MiB); close sessions that need not be carried"
+
 _IOCTL_HINTS = {
     "create_session": {
         errno.EEXIST: "an outgoing session has this name; close it or pick another",
         errno.EINVAL: "names are 1 to 63 bytes",
         errno.EBUSY: "the state is FROZEN (cancel first) or the kexec reboot has started",
-        errno.ENOSPC: "the hand-over table is full (256 MiB); close sessions that need not be carried",
+        errno.ENOSPC: _TABLE_FULL,
     },
     "retrieve_session": {
         errno.ENOENT: "the previous kernel handed over no session of this name",
@@ -50,7 +52,7 @@ _IOCTL_HINTS = {
         errno.EBUSY: "the file is preserved in a session already, or the state is FROZEN",
         errno.EINVAL: "files can be preserved only in sessions created in this kernel; "
         "dependencies: at most 16 distinct tokens, not the file's own",
-        errno.ENOSPC: "the hand-over table is full (256 MiB); close sessions that need not be carried",
+        errno.ENOSPC: _TABLE_FULL,
     },
     "retrieve": {
         errno.ENOPKG: "the module that carries this kind of file is not loaded",
