@@ -18,6 +18,7 @@
 
 #define NR_FDS		24
 #define MAX_MEMFD	(64 * 1024)
+#define MAX_FD		1024	/* RLIMIT_NOFILE's usual soft limit */
 
 static uint64_t rng_state;
 
@@ -254,9 +255,23 @@ FIXTURE_TEARDOWN(fuzz)
 {
 }
 
+/*
+ * Close every fd opened since @before was taken: random command numbers
+ * can reach CREATE_SESSION or RETRIEVE_FD, whose fds the fuzzer never saw.
+ */
+static void close_new_fds(const bool *before, int keep)
+{
+	int fd;
+
+	for (fd = 3; fd < MAX_FD; fd++)
+		if (!before[fd] && fd != keep && fcntl(fd, F_GETFD) >= 0)
+			close(fd);
+}
+
 /* Up to 5 minutes of fuzzing. */
 TEST_F(fuzz, random_ioctls)
 {
+	static bool open_before[MAX_FD];
 	const char *env_seed = getenv("LU_FUZZ_SEED");
 	const char *env_secs = getenv("LU_FUZZ_SECONDS");
 	struct liveupdate_get_state st;
@@ -272,6 +287,8 @@ TEST_F(fuzz, random_ioctls)
 	       (unsigned long long)seed, (unsigned long long)seed);
 	for (i = 0; i < NR_FDS; i++)
 		f.fds[i] = -1;
+	for (i = 0; i < MAX_FD; i++)
+		open_before[i] = fcntl(i, F_GETFD) >= 0;
 	while (time(NULL) < end)
 		fuzz_step(&f);
 	TH_LOG("%lu calls", f.calls);
@@ -281,9 +298,7 @@ TEST_F(fuzz, random_ioctls)
 		f.dev = open(LU_DEVICE, O_RDWR);
 	ASSERT_LE(0, f.dev);
 	lu_event(f.dev, LIVEUPDATE_EVENT_CANCEL, NULL);
-	for (i = 0; i < NR_FDS; i++)
-		if (f.fds[i] >= 0)
-			close(f.fds[i]);
+	close_new_fds(open_before, f.dev);
 	ASSERT_EQ(0, lu_get_state(f.dev, &st));
 	EXPECT_EQ((__u32)LIVEUPDATE_STATE_NORMAL, st.state);
 	EXPECT_EQ(0U, st.nr_sessions);
