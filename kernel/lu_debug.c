@@ -6,11 +6,17 @@
  * these parameters. The selftests use them to make a step fail at a
  * chosen file and to damage the hand-over data on the outgoing side, so
  * that the next kernel's checks can be proven without physical addresses.
+ * One is a debugfs file, not a parameter, because it takes lu.lock:
+ * parameters are set under the module's parameter lock, which the other
+ * hooks take under lu.lock.
  */
+#include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/io.h>
 #include <linux/kstrtox.h>
 #include <linux/moduleparam.h>
 #include <linux/string.h>
+#include <linux/uaccess.h>
 
 #include "lu_internal.h"
 
@@ -21,6 +27,10 @@ MODULE_PARM_DESC(test_fail_prepare, "testing: PREPARE fails with EIO at this tok
 static unsigned long long test_fail_freeze;
 module_param(test_fail_freeze, ullong, 0600);
 MODULE_PARM_DESC(test_fail_freeze, "testing: FREEZE fails with EIO at this token (0: off)");
+
+static unsigned long long test_slow_retrieve;
+module_param(test_slow_retrieve, ullong, 0600);
+MODULE_PARM_DESC(test_slow_retrieve, "testing: retrieving the file of this token takes 5 s longer, with its locks held (0: off)");
 
 static char test_damage_handover[64];
 module_param_string(test_damage_handover, test_damage_handover,
@@ -33,6 +43,12 @@ module_param_string(test_damage_memfd, test_damage_memfd, sizeof(test_damage_mem
 MODULE_PARM_DESC(test_damage_memfd,
 		 "testing: at kexec, flip a bit of these memfds' hand-over data: TOKEN[:BIT],... (BIT counts through the folio records, then the first page of the array's page list; default: bit 0 of the first record's index)");
 
+static char test_miswrite_memfd[512];
+module_param_string(test_miswrite_memfd, test_miswrite_memfd,
+		    sizeof(test_miswrite_memfd), 0600);
+MODULE_PARM_DESC(test_miswrite_memfd,
+		 "testing: at kexec, write these memfds' headers wrong, checksums right: TOKEN:FIELD=VALUE or TOKEN:FIELD^=VALUE,... (FIELD: size, pos, seals, records_crc, nr_folios, folios_pages, folios_order, folios_first)");
+
 bool lu_debug_fail_prepare(u64 token)
 {
 	return test_fail_prepare && token == test_fail_prepare;
@@ -41,6 +57,19 @@ bool lu_debug_fail_prepare(u64 token)
 bool lu_debug_fail_freeze(u64 token)
 {
 	return test_fail_freeze && token == test_fail_freeze;
+}
+
+/**
+ * lu_debug_slow_retrieve - test hook: make a retrieve last, locks held
+ * @token: the token of the file being retrieved
+ *
+ * Lets a test prove that other callers do not wait for an unrelated long
+ * retrieve, whatever the size of the file.
+ */
+void lu_debug_slow_retrieve(u64 token)
+{
+	if (test_slow_retrieve && token == test_slow_retrieve)
+		msleep_interruptible(5000);
 }
 
 /**
@@ -120,4 +149,85 @@ bool lu_debug_damage_memfd_bit(u64 token, u64 *bit)
 		found = !colon || !kstrtou64(colon, 0, bit);
 	}
 	return found;
+}
+
+/**
+ * lu_debug_miswrite_memfd - what test_miswrite_memfd says for a memfd
+ * @token: the memfd's token
+ * @field: set to the field's name (at most @len bytes with the NUL)
+ * @len:   room at @field
+ * @value: set to the value
+ * @xor:   set if @value is to be XORed in rather than stored
+ *
+ * Return: true if test_miswrite_memfd names @token, with a valid entry.
+ */
+bool lu_debug_miswrite_memfd(u64 token, char *field, size_t len, u64 *value,
+			     bool *xor)
+{
+	char spec[sizeof(test_miswrite_memfd)], *rest = spec, *entry, *name, *eq;
+	u64 t;
+
+	kernel_param_lock(THIS_MODULE);
+	strscpy(spec, test_miswrite_memfd, sizeof(spec));
+	kernel_param_unlock(THIS_MODULE);
+	while ((entry = strsep(&rest, ",\n"))) {
+		name = strchr(entry, ':');
+		eq = name ? strchr(name, '=') : NULL;
+		if (!eq)
+			continue;
+		*name++ = 0;
+		*eq = 0;
+		if (kstrtou64(entry, 0, &t) || t != token ||
+		    kstrtou64(eq + 1, 0, value))
+			continue;
+		*xor = eq > name && eq[-1] == '^';
+		if (*xor)
+			eq[-1] = 0;
+		return strscpy(field, name, len) > 0;
+	}
+	return false;
+}
+
+static struct dentry *lu_debug_dir;
+
+/* debugfs liveupdate/read_miswritten_table: see lu_kho_debug_read_miswritten(). */
+static ssize_t lu_debug_read_table_write(struct file *file,
+					 const char __user *ubuf, size_t len,
+					 loff_t *ppos)
+{
+	char spec[64];
+	int err;
+
+	if (len >= sizeof(spec))
+		return -EINVAL;
+	if (copy_from_user(spec, ubuf, len))
+		return -EFAULT;
+	spec[len] = 0;
+	err = lu_kho_debug_read_miswritten(spec);
+	return err ?: len;
+}
+
+static const struct file_operations lu_debug_read_table_fops = {
+	.owner = THIS_MODULE,
+	.write = lu_debug_read_table_write,
+};
+
+/**
+ * lu_debug_init - create the debugfs hooks (liveupdate/ in debugfs)
+ *
+ * A failure only leaves them out: tests that need them fail instead.
+ */
+void lu_debug_init(void)
+{
+	lu_debug_dir = debugfs_create_dir("liveupdate", NULL);
+	debugfs_create_file("read_miswritten_table", 0200, lu_debug_dir, NULL,
+			    &lu_debug_read_table_fops);
+}
+
+/**
+ * lu_debug_exit - remove what lu_debug_init() created
+ */
+void lu_debug_exit(void)
+{
+	debugfs_remove(lu_debug_dir);
 }

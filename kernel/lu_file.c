@@ -35,7 +35,8 @@
  * An incoming file whose handler is not registered yet waits for it
  * (retrieval fails with ENOPKG until then).
  *
- * All functions here run under lu.lock.
+ * The functions here run under lu.lock, except for an incoming session's
+ * retrieval, which holds only the session's lock (DOC: locking).
  */
 #include <linux/cleanup.h>
 #include <linux/file.h>
@@ -630,6 +631,7 @@ static int lu_file_retrieve_visit(struct lu_file *lf, void *unused)
 			       lf->token, lf->compatible);
 			return -ENOPKG;
 		}
+		lu_debug_slow_retrieve(lf->token);
 		err = lf->handler->retrieve(lf);
 		if (err == -EIO) {
 			lf->state = LU_FILE_FAILED;
@@ -679,7 +681,7 @@ int lu_file_retrieve(struct lu_session *session, u64 token,
 	u64 bad;
 	int err;
 
-	lockdep_assert_held(&lu.lock);
+	lockdep_assert_held(&session->lock);
 	lf = lu_file_find(session, token);
 	if (!lf)
 		return -ENOENT;
@@ -711,7 +713,8 @@ struct file *lu_file_dependency(struct lu_file *lf, u64 token)
 {
 	struct lu_file *dep;
 
-	lockdep_assert_held(&lu.lock);
+	lockdep_assert(lockdep_is_held(&lu.lock) ||
+		       lockdep_is_held(&lf->session->lock));
 	dep = lu_file_find_dep(lf, token);
 	if (!dep || !dep->file)
 		return ERR_PTR(-ENOENT);
@@ -740,6 +743,7 @@ int lu_file_finish_all(struct lu_session *session, unsigned int *nr_dropped,
 	int err;
 
 	lockdep_assert_held(&lu.lock);
+	lockdep_assert_held(&session->lock);
 	list_for_each_entry_safe_reverse(lf, next, &session->files, node) {
 		if (!lf->handler)
 			lf->handler = lu_handler_get(lf->compatible);
@@ -798,8 +802,8 @@ void lu_file_forget_all(struct lu_session *session)
  * their dependencies; the token index checks that, and that tokens are
  * unique, as the files are added.
  *
- * Return: 0, -ENOMEM, or -EBADMSG for a duplicate token or a dependency
- * that does not come before the file.
+ * Return: 0, -ENOMEM, or -EBADMSG for a duplicate token, a dependency
+ * that does not come before the file, or one named twice.
  */
 int lu_file_add_incoming(struct lu_session *session, u64 token,
 			 const char *compatible, const void *data, u32 size,
@@ -810,6 +814,8 @@ int lu_file_add_incoming(struct lu_session *session, u64 token,
 	int err;
 
 	lockdep_assert_held(&lu.lock);
+	if (lu_file_check_deps(token, deps, nr_deps))
+		return -EBADMSG;
 	for (i = 0; i < nr_deps; i++)
 		if (!lu_file_find(session, deps[i]))
 			return -EBADMSG;

@@ -4,20 +4,34 @@
  *
  * DOC: locking
  *
- * One mutex, lu.lock, protects the state, every session and file list,
- * each session's token index, the counters, the busy-file index and the
- * KHO table. It is held across whole ioctls and events (a PREPARE of many
- * GiB included), and by the reboot notifier. Readers of the state alone
- * (sysfs, GET_STATE) do not take it. Ioctls wait for it killably: a
- * caller killed while it waits behind a long operation returns -EINTR.
- * Releases, the reboot notifier and module load and exit wait plainly.
+ * lu.lock protects the state, the session lists and name tables, every
+ * outgoing session and its files, the counters, the KHO table and the
+ * subsystems. It is held across whole events (a PREPARE of many GiB
+ * included), PRESERVE_FD, CREATE_SESSION and RETRIEVE_SESSION, and by the
+ * reboot notifier. Readers of the state alone (sysfs, GET_STATE) do not
+ * take it.
  *
- * Order, outermost first: lu.lock; a preserved file's inode lock (the
- * memfd handler, at PRESERVE_FD, PREPARE and freeze); a folio's lock;
- * then KHO's and the xarrays' own locks. Handler and subsystem callbacks
- * run under lu.lock and must not call back into liveupdate, except for
- * lu_file_dependency(). No fd is installed under lu.lock with anything
- * left to fail: fd numbers are reserved first and installed last.
+ * Each session's lock protects an incoming session's files once its fd
+ * is out: their states, its token index and its dependency walks. A
+ * RETRIEVE_FD takes only its session's lock, so a long restore holds up
+ * neither other sessions nor the device; what ends a session's hand-over
+ * (FINISH, closing it, the FINISH event) takes lu.lock, then the
+ * session's lock. Outgoing sessions' locks are unused.
+ *
+ * lu_handlers_lock (lu_participant.c) protects the handler registry and
+ * is taken last, under either lock.
+ *
+ * Order, outermost first: lu.lock; a session's lock; a preserved file's
+ * inode lock (the memfd handler); a folio's lock; lu_handlers_lock; then
+ * KHO's and the xarrays' own locks (lu.busy_files is changed under its
+ * xarray lock alone, so a retrieve and a preserve cannot both take a
+ * file). Ioctls wait for lu.lock and session locks killably: a caller
+ * killed while it waits behind a long operation returns -EINTR. Releases,
+ * the reboot notifier and module load and exit wait plainly. Handler and
+ * subsystem callbacks run under these locks and must not call back into
+ * liveupdate, except for lu_file_dependency(). No fd is installed under a
+ * lock with anything left to fail: fd numbers are reserved first and
+ * installed last.
  */
 #ifndef _LU_INTERNAL_H
 #define _LU_INTERNAL_H
@@ -80,6 +94,7 @@ enum lu_session_state {
  * @tokens:    the same files by token
  * @nr_files:  entries in @files
  * @walk_gen:  generation of the last dependency walk (lu_file.c)
+ * @lock:      an incoming session's files, once its fd is out (DOC: locking)
  */
 struct lu_session {
 	struct list_head node;
@@ -90,6 +105,7 @@ struct lu_session {
 	struct xarray tokens;
 	unsigned int nr_files;
 	unsigned int walk_gen;
+	struct mutex lock;
 };
 
 /**
@@ -119,7 +135,7 @@ struct lu_in_subsystem {
  * @busy_files:  inodes preserved in an outgoing session or retrieved and
  *               not finished yet; a file is carried by one session only
  * @nr_out_deps:     dependencies named by those files
- * @handlers:    registered struct lu_file_handler
+ * @handlers:    registered struct lu_file_handler (lu_handlers_lock)
  * @subsystems:  registered struct lu_subsystem
  * @nr_subsystems:   entries in @subsystems
  * @in_subsystems:   subsystem data from the previous kernel
@@ -267,16 +283,28 @@ void lu_kho_abort_incoming(void);
 #ifdef LU_DEBUG
 bool lu_debug_fail_prepare(u64 token);
 bool lu_debug_fail_freeze(u64 token);
+void lu_debug_slow_retrieve(u64 token);
 void lu_debug_damage(struct lu_ser_root *root, void *table,
 		     size_t data_offset);
 bool lu_debug_damage_memfd_bit(u64 token, u64 *bit);
 void lu_memfd_debug_damage(struct lu_file *lf);
+bool lu_debug_miswrite_memfd(u64 token, char *field, size_t len, u64 *value,
+			     bool *xor);
+void lu_memfd_debug_miswrite(struct lu_file *lf, void *data, u32 size);
+int lu_kho_debug_read_miswritten(const char *spec);
+void lu_debug_init(void);
+void lu_debug_exit(void);
 #else
 static inline bool lu_debug_fail_prepare(u64 token) { return false; }
 static inline bool lu_debug_fail_freeze(u64 token) { return false; }
+static inline void lu_debug_slow_retrieve(u64 token) { }
 static inline void lu_debug_damage(struct lu_ser_root *root, void *table,
 				   size_t data_offset) { }
 static inline void lu_memfd_debug_damage(struct lu_file *lf) { }
+static inline void lu_memfd_debug_miswrite(struct lu_file *lf, void *data,
+					   u32 size) { }
+static inline void lu_debug_init(void) { }
+static inline void lu_debug_exit(void) { }
 #endif
 
 #endif /* _LU_INTERNAL_H */

@@ -432,6 +432,11 @@ void lu_kho_write_table(void)
 			lu_table_put_data(lu_table + l.data, &used, &lf->data,
 					  &ser_file->data_offset,
 					  &ser_file->data_size);
+			/* Test hook: written wrong, before the checksum. */
+			if (lu.rebooting)
+				lu_memfd_debug_miswrite(lf, lu_table + l.data +
+							ser_file->data_offset,
+							ser_file->data_size);
 			memcpy(ser_dep + nr_deps, lf->deps,
 			       lf->nr_deps * sizeof(*ser_dep));
 			nr_deps += lf->nr_deps;
@@ -868,8 +873,191 @@ void lu_kho_commit_incoming(void)
  */
 void lu_kho_abort_incoming(void)
 {
+	guard(mutex)(&lu.lock);
 	lu_session_forget_incoming();
-	scoped_guard(mutex, &lu.lock)
-		lu_subsystems_release_incoming();
+	lu_subsystems_release_incoming();
 	lu_in_root = NULL;
 }
+
+#ifdef LU_DEBUG
+struct lu_table_field {
+	const char *name;
+	size_t offset;
+	size_t size;
+};
+
+#define LU_FIELD(_struct, _member)					\
+	{ #_member, offsetof(struct _struct, _member),			\
+	  sizeof_field(struct _struct, _member) }
+
+static const struct lu_table_field lu_header_fields[] = {
+	LU_FIELD(lu_ser_table, nr_sessions),
+	LU_FIELD(lu_ser_table, nr_files),
+	LU_FIELD(lu_ser_table, nr_deps),
+	LU_FIELD(lu_ser_table, nr_subsystems),
+	LU_FIELD(lu_ser_table, data_bytes),
+	LU_FIELD(lu_ser_table, reserved),
+	{}
+};
+
+static const struct lu_table_field lu_session_fields[] = {
+	LU_FIELD(lu_ser_session, name),
+	LU_FIELD(lu_ser_session, first_file),
+	LU_FIELD(lu_ser_session, nr_files),
+	{}
+};
+
+static const struct lu_table_field lu_file_fields[] = {
+	LU_FIELD(lu_ser_file, token),
+	LU_FIELD(lu_ser_file, compatible),
+	LU_FIELD(lu_ser_file, first_dep),
+	LU_FIELD(lu_ser_file, nr_deps),
+	LU_FIELD(lu_ser_file, data_offset),
+	LU_FIELD(lu_ser_file, data_size),
+	{}
+};
+
+static const struct lu_table_field lu_dep_fields[] = {
+	{ "token", 0, sizeof(u64) },
+	{}
+};
+
+static const struct lu_table_field lu_subsystem_fields[] = {
+	LU_FIELD(lu_ser_subsystem, name),
+	LU_FIELD(lu_ser_subsystem, data_offset),
+	LU_FIELD(lu_ser_subsystem, data_size),
+	{}
+};
+
+/*
+ * Finds ARRAY.FIELD@INDEX in a table: the field's bytes and, for INDEX >
+ * 0, the same field of the entry before. Return: the field, or NULL.
+ */
+static const struct lu_table_field *
+lu_table_locate(void *table, const char *array, const char *field, u32 index,
+		u8 **at, u8 **prev)
+{
+	const struct lu_ser_table *header = table;
+	const struct lu_table_field *f;
+	struct lu_table_layout l;
+	size_t start, entry;
+	u32 count;
+
+	lu_table_layout_of(&l, header);
+	if (!strcmp(array, "table")) {
+		f = lu_header_fields;
+		start = 0;
+		entry = sizeof(*header);
+		count = 1;
+	} else if (!strcmp(array, "session")) {
+		f = lu_session_fields;
+		start = l.sessions;
+		entry = sizeof(struct lu_ser_session);
+		count = header->nr_sessions;
+	} else if (!strcmp(array, "file")) {
+		f = lu_file_fields;
+		start = l.files;
+		entry = sizeof(struct lu_ser_file);
+		count = header->nr_files;
+	} else if (!strcmp(array, "dep")) {
+		f = lu_dep_fields;
+		start = l.deps;
+		entry = sizeof(u64);
+		count = header->nr_deps;
+	} else if (!strcmp(array, "subsystem")) {
+		f = lu_subsystem_fields;
+		start = l.subsystems;
+		entry = sizeof(struct lu_ser_subsystem);
+		count = header->nr_subsystems;
+	} else {
+		return NULL;
+	}
+	for (; f->name; f++) {
+		if (strcmp(f->name, field) || index >= count)
+			continue;
+		*at = table + start + index * entry + f->offset;
+		*prev = index ? *at - entry : NULL;
+		return f;
+	}
+	return NULL;
+}
+
+/**
+ * lu_kho_debug_read_miswritten - test hook: read a miswritten table
+ * @spec: ARRAY.FIELD@INDEX:KIND; ARRAY is table, session, file, dep or
+ *        subsystem; KIND is zero, ones, flip (bit 0 of its first byte),
+ *        prev (the same field of the entry before) or =VALUE
+ *
+ * Copies the table written at FREEZE, writes one field of the copy
+ * wrong, and reads the copy with the next kernel's checks and builder,
+ * then forgets what was built. The checksums do not matter here: this
+ * proves the checks of the values, field by field, in one kernel.
+ *
+ * Return: 0 if the copy was taken, -EBADMSG if it was refused (one log
+ * line says why), -EBUSY unless FROZEN with nothing incoming, -EINVAL
+ * for a bad @spec, or -ENOMEM.
+ */
+int lu_kho_debug_read_miswritten(const char *spec)
+{
+	char buf[64], *field, *at_index, *kind;
+	const struct lu_table_field *f;
+	u8 *at, *prev;
+	const char *why;
+	void *copy;
+	u64 value;
+	u32 index;
+	int err;
+
+	strscpy(buf, spec, sizeof(buf));
+	strim(buf);
+	field = strchr(buf, '.');
+	at_index = field ? strchr(field, '@') : NULL;
+	kind = at_index ? strchr(at_index, ':') : NULL;
+	if (!kind)
+		return -EINVAL;
+	*field++ = 0;
+	*at_index++ = 0;
+	*kind++ = 0;
+	if (kstrtou32(at_index, 0, &index))
+		return -EINVAL;
+
+	guard(mutex)(&lu.lock);
+	if (lu.state != LIVEUPDATE_STATE_FROZEN || !lu_root->table_bytes ||
+	    !list_empty(&lu.incoming) || lu.nr_in_subsystems)
+		return -EBUSY;
+	copy = kvmemdup(lu_table, lu_root->table_bytes, GFP_KERNEL);
+	if (!copy)
+		return -ENOMEM;
+	f = lu_table_locate(copy, buf, field, index, &at, &prev);
+	if (!f) {
+		kvfree(copy);
+		return -EINVAL;
+	}
+	if (!strcmp(kind, "zero")) {
+		memset(at, 0, f->size);
+	} else if (!strcmp(kind, "ones")) {
+		memset(at, 0xff, f->size);
+	} else if (!strcmp(kind, "flip")) {
+		*at ^= 1;
+	} else if (!strcmp(kind, "prev") && prev) {
+		memcpy(at, prev, f->size);
+	} else if (kind[0] == '=' && !kstrtou64(kind + 1, 0, &value)) {
+		cpu_to_le64s(&value);
+		memcpy(at, &value, min(f->size, sizeof(value)));
+	} else {
+		kvfree(copy);
+		return -EINVAL;
+	}
+	why = lu_kho_check_table(copy, lu_root->table_bytes);
+	err = why ? -EBADMSG : lu_kho_build_incoming(copy);
+	if (err == -EBADMSG && !why)
+		why = "duplicate session name or token, or dependency out of order";
+	kvfree(copy);
+	lu_session_forget_incoming();
+	lu_subsystems_release_incoming();
+	if (err == -EBADMSG)
+		pr_err("liveupdate: test: %s.%s@%u:%s: table rejected: %s\n",
+		       buf, field, index, kind, why);
+	return err;
+}
+#endif

@@ -278,6 +278,7 @@ static int __init lu_init(void)
 	lu_kho_commit_incoming();
 	scoped_guard(mutex, &lu.lock)
 		lu.dev = lu_miscdev.this_device;
+	lu_debug_init();
 	return 0;
 
 err_notifier:
@@ -299,6 +300,7 @@ err_handler:
  */
 static void __exit lu_exit(void)
 {
+	lu_debug_exit();
 	scoped_guard(mutex, &lu.lock)
 		lu.dev = NULL;
 	misc_deregister(&lu_miscdev);

@@ -890,6 +890,68 @@ void lu_memfd_debug_damage(struct lu_file *lf)
 		return;
 	*at ^= 1 << (bit % 8);
 }
+
+#define LU_MEMFD_FIELD(_name, _member)					\
+	{ _name, offsetof(struct lu_ser_memfd, _member),		\
+	  sizeof_field(struct lu_ser_memfd, _member) }
+
+static const struct {
+	const char *name;
+	size_t offset;
+	size_t size;
+} lu_memfd_fields[] = {
+	LU_MEMFD_FIELD("size", size),
+	LU_MEMFD_FIELD("pos", pos),
+	LU_MEMFD_FIELD("seals", seals),
+	LU_MEMFD_FIELD("records_crc", records_crc),
+	LU_MEMFD_FIELD("nr_folios", nr_folios),
+	LU_MEMFD_FIELD("folios_pages", folios.total_pages),
+	LU_MEMFD_FIELD("folios_order", folios.order),
+	LU_MEMFD_FIELD("folios_first", folios.first.phys),
+};
+
+/**
+ * lu_memfd_debug_miswrite - test hook: write a memfd's header wrong
+ * @lf:   an outgoing file
+ * @data: its header's copy in the table, before the table's checksum
+ * @size: the copy's bytes
+ *
+ * Sets or XORs one field of the header as test_miswrite_memfd says for
+ * @lf's token, as a faulty previous kernel would have written it: every
+ * checksum is right, only the next kernel's checks of the values stand.
+ */
+void lu_memfd_debug_miswrite(struct lu_file *lf, void *data, u32 size)
+{
+	char name[16];
+	unsigned int i;
+	u64 value, old;
+	bool xor;
+	void *at;
+
+	if (lf->handler != &lu_memfd_handler ||
+	    size != sizeof(struct lu_ser_memfd) ||
+	    !lu_debug_miswrite_memfd(lf->token, name, sizeof(name), &value,
+				     &xor))
+		return;
+	for (i = 0; i < ARRAY_SIZE(lu_memfd_fields); i++) {
+		if (strcmp(name, lu_memfd_fields[i].name))
+			continue;
+		at = data + lu_memfd_fields[i].offset;
+		switch (lu_memfd_fields[i].size) {
+		case 2:
+			old = *(u16 *)at;
+			*(u16 *)at = xor ? old ^ value : value;
+			break;
+		case 4:
+			old = *(u32 *)at;
+			*(u32 *)at = xor ? old ^ value : value;
+			break;
+		default:
+			old = *(u64 *)at;
+			*(u64 *)at = xor ? old ^ value : value;
+		}
+	}
+}
 #endif
 
 /* No owner: files of liveupdate's own handler need no module reference. */

@@ -8,7 +8,9 @@
  * in reverse. A subsystem's owner module is pinned from PREPARE until
  * CANCEL (or the kexec), so it cannot go away with its data in KHO.
  *
- * All registry changes and lookups take lu.lock.
+ * The handler registry has its own lock, lu_handlers_lock, so that a
+ * retrieve, which holds only its session's lock, can look a handler up;
+ * the subsystem registry is under lu.lock.
  */
 #include <linux/cleanup.h>
 #include <linux/module.h>
@@ -16,6 +18,8 @@
 #include <linux/string.h>
 
 #include "lu_internal.h"
+
+static DEFINE_MUTEX(lu_handlers_lock);
 
 static struct lu_file_handler *lu_handler_find(const char *compatible)
 {
@@ -42,7 +46,7 @@ struct lu_file_handler *lu_handler_for_file(struct file *file)
 {
 	struct lu_file_handler *handler;
 
-	lockdep_assert_held(&lu.lock);
+	guard(mutex)(&lu_handlers_lock);
 	list_for_each_entry(handler, &lu.handlers, list)
 		if (handler->can_preserve(file))
 			return lu_handler_tryget(handler);
@@ -57,7 +61,7 @@ struct lu_file_handler *lu_handler_for_file(struct file *file)
  */
 struct lu_file_handler *lu_handler_get(const char *compatible)
 {
-	lockdep_assert_held(&lu.lock);
+	guard(mutex)(&lu_handlers_lock);
 	return lu_handler_tryget(lu_handler_find(compatible));
 }
 
@@ -91,7 +95,7 @@ int lu_register_file_handler(struct lu_file_handler *handler)
 	    !handler->unpreserve || !handler->prepare || !handler->cancel ||
 	    !handler->retrieve || !handler->finish)
 		return -EINVAL;
-	guard(mutex)(&lu.lock);
+	guard(mutex)(&lu_handlers_lock);
 	if (lu_handler_find(handler->compatible))
 		return -EEXIST;
 	list_add_tail(&handler->list, &lu.handlers);
@@ -108,7 +112,7 @@ EXPORT_SYMBOL_GPL(lu_register_file_handler);
  */
 void lu_unregister_file_handler(struct lu_file_handler *handler)
 {
-	guard(mutex)(&lu.lock);
+	guard(mutex)(&lu_handlers_lock);
 	list_del(&handler->list);
 }
 EXPORT_SYMBOL_GPL(lu_unregister_file_handler);

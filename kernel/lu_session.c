@@ -103,6 +103,7 @@ static void lu_session_unlink(struct lu_session *session)
 	list_del(&session->node);
 	hlist_del_init(&session->name_node);
 	xa_destroy(&session->tokens);
+	mutex_destroy(&session->lock);
 	kfree(session);
 }
 
@@ -124,8 +125,10 @@ void lu_session_free(struct lu_session *session)
  * @nr_files: incremented for each file that was never retrieved
  * @bytes:    increased by the memory those files returned
  *
- * Return: 0, or an error (-ENOMEM) after which the files not finished
- * yet stay for the next call.
+ * Waits for a RETRIEVE_FD of the session in progress.
+ *
+ * Return: 0, -EINTR if killed while waiting, or an error (-ENOMEM) after
+ * which the files not finished yet stay for the next call.
  */
 int lu_session_finish(struct lu_session *session, unsigned int *nr_files,
 		      u64 *bytes)
@@ -133,6 +136,9 @@ int lu_session_finish(struct lu_session *session, unsigned int *nr_files,
 	int err;
 
 	lockdep_assert_held(&lu.lock);
+	ACQUIRE(mutex_kill, lock)(&session->lock);
+	if (ACQUIRE_ERR(mutex_kill, &lock))
+		return -EINTR;
 	if (session->state == LU_SESSION_FINISHED)
 		return 0;
 	err = lu_file_finish_all(session, nr_files, bytes);
@@ -243,7 +249,8 @@ static int lu_session_retrieve_fd(void *ctx, struct lu_ucmd *ucmd)
 	arg->fd = fd;
 	err = lu_ucmd_respond(ucmd, sizeof(*arg));
 	if (!err) {
-		scoped_cond_guard(mutex_kill, err = -EINTR, &lu.lock)
+		/* Only this session's: see DOC: locking. */
+		scoped_cond_guard(mutex_kill, err = -EINTR, &session->lock)
 			err = lu_file_retrieve(session, arg->token, &file);
 	}
 	if (err) {
@@ -359,8 +366,10 @@ int lu_session_create(const char *name, struct file **filep)
 	session->state = LU_SESSION_OPEN;
 	INIT_LIST_HEAD(&session->files);
 	xa_init(&session->tokens);
+	mutex_init(&session->lock);
 	file = lu_session_getfile(session);
 	if (IS_ERR(file)) {
+		mutex_destroy(&session->lock);
 		kfree(session);
 		return PTR_ERR(file);
 	}
@@ -420,6 +429,7 @@ int lu_session_add_incoming(const char *name, struct lu_session **sessionp)
 	strscpy(session->name, name, sizeof(session->name));
 	INIT_LIST_HEAD(&session->files);
 	xa_init(&session->tokens);
+	mutex_init(&session->lock);
 	session->state = LU_SESSION_PENDING;
 	lu_session_link(session, &lu.incoming);
 	lu.nr_in_sessions++;
@@ -461,7 +471,7 @@ void lu_session_forget_incoming(void)
 {
 	struct lu_session *session, *next;
 
-	guard(mutex)(&lu.lock);
+	lockdep_assert_held(&lu.lock);
 	list_for_each_entry_safe(session, next, &lu.incoming, node) {
 		lu_file_forget_all(session);
 		lu_session_unlink(session);

@@ -9,8 +9,8 @@
  *     RETRIEVE_SESSION that fails on its fd (EMFILE) leaves the session
  *     retrievable. Then sessions for kernel 3: a chain of 2000 dependent
  *     memfds, seals added after PREPARE, changes made after FREEZE,
- *     memfds whose hand-over data is damaged at the kexec, one field
- *     each (debug module hook).
+ *     memfds whose hand-over data is damaged at the kexec or written
+ *     wrong, one field each (debug module hooks).
  *  3. each comes back whole: the chain retrieved at once, the copy not
  *     limited by the retriever's RLIMIT_FSIZE, changes after FREEZE, and
  *     a damaged memfd fails the same way on every retry, alone; then
@@ -47,33 +47,52 @@ enum {
 };
 
 /*
- * Damage in transit (debug module hook, after the checksums are written):
- * one bit flipped per memfd, one memfd for each part of its hand-over
- * data outside liveupdate's table (the header is in the table, under the
- * table's checksum: damage there refuses the whole hand-over, which
- * damaged_c shows). Bits count through the 16-byte folio records
- * (DAMAGED_PAGES of them: two pages of records), then the first page of
- * the array's page list (its link, then its page addresses).
+ * Damage, one memfd per entry (debug module hooks). In transit, after the
+ * checksums were written (test_damage_memfd): one bit flipped in its
+ * hand-over data outside liveupdate's table; bits count through the
+ * 16-byte folio records (DAMAGED_PAGES of them: two pages of records),
+ * then the first page of the array's page list (its link, then its page
+ * addresses). Written wrong, every checksum right (test_miswrite_memfd):
+ * one field of its header, which lives in the table, so that only the
+ * next kernel's checks of the values can notice. (Damage to the table in
+ * transit refuses the whole hand-over: damaged_c shows that.)
  */
 #define DAMAGED_PAGES	300
 #define RECORDS		(DAMAGED_PAGES * 16)
 #define RECORDS_CRC	"folio records checksum mismatch"
+#define BAD_SHAPE	"folio array of the wrong shape"
+#define ONES		"0xffffffffffffffff"
 static const struct {
 	const char *what;
-	unsigned int bit;
+	unsigned int bit;	/* in transit, if miswrite is NULL */
+	const char *miswrite;	/* FIELD=VALUE or FIELD^=VALUE */
 	const char *why;	/* what the next kernel says */
 } damages[] = {
-	{ "first record's index", 0, RECORDS_CRC },
-	{ "first record's pfn", 8 * 8 + 20, RECORDS_CRC },
-	{ "a middle record's index", (RECORDS / 2) * 8 + 7, RECORDS_CRC },
-	{ "last record's order (second page)", (RECORDS - 8) * 8 + 1, RECORDS_CRC },
-	{ "page list link", RECORDS * 8 + 15, "folio array cut short" },
-	{ "array page address (a neighbour)", (RECORDS + 8) * 8 + 12, RECORDS_CRC },
-	{ "array page address (no RAM there)", (RECORDS + 8) * 8 + 45,
+	{ "first record's index", 0, NULL, RECORDS_CRC },
+	{ "first record's pfn", 8 * 8 + 20, NULL, RECORDS_CRC },
+	{ "a middle record's index", (RECORDS / 2) * 8 + 7, NULL, RECORDS_CRC },
+	{ "last record's order (second page)", (RECORDS - 8) * 8 + 1, NULL,
+	  RECORDS_CRC },
+	{ "page list link", RECORDS * 8 + 15, NULL, "folio array cut short" },
+	{ "array page address (a neighbour)", (RECORDS + 8) * 8 + 12, NULL,
+	  RECORDS_CRC },
+	{ "array page address (no RAM there)", (RECORDS + 8) * 8 + 45, NULL,
 	  "folio array page missing" },
-	{ "second array page address", (RECORDS + 16) * 8 + 13, RECORDS_CRC },
+	{ "second array page address", (RECORDS + 16) * 8 + 13, NULL,
+	  RECORDS_CRC },
+	{ "size all ones", 0, "size=" ONES, "size out of range" },
+	{ "size zero", 0, "size=0", "more folios than pages" },
+	{ "position all ones", 0, "pos=" ONES, "position out of range" },
+	{ "unknown seals", 0, "seals=0xffffffff", "unknown seals" },
+	{ "records checksum", 0, "records_crc^=1", RECORDS_CRC },
+	{ "one folio fewer", 0, "nr_folios=299", RECORDS_CRC },
+	{ "folio count all ones", 0, "nr_folios=" ONES,
+	  "more folios than pages" },
+	{ "array's page count", 0, "folios_pages=3", BAD_SHAPE },
+	{ "array's order", 0, "folios_order=1", BAD_SHAPE },
+	{ "no array", 0, "folios_first=0", BAD_SHAPE },
 };
-#define NR_DAMAGES	(sizeof(damages) / sizeof(damages[0]))
+#define NR_DAMAGES	ARRAY_SIZE(damages)
 #define DAMAGED_LINE	"damaged hand-over data"
 
 static int open_dev(struct __test_metadata *_metadata)
@@ -239,25 +258,35 @@ TEST(kernel2_failed_freeze_retried_carries_late_page)
 static void damage_in_transit(struct __test_metadata *_metadata, int dev,
 			      unsigned int bad_token)
 {
-	char spec[256];
-	size_t n, i;
+	char flips[256], miswrites[512];
+	size_t n, m = 0, i;
 	int session, fd;
 
 	session = lu_create_session(dev, "damaged");
 	ASSERT_LE(0, session);
-	n = snprintf(spec, sizeof(spec), "%u", bad_token);
+	n = snprintf(flips, sizeof(flips), "%u", bad_token);
+	miswrites[0] = 0;
 	for (i = 0; i <= NR_DAMAGES; i++) {
 		fd = lu_pattern_memfd(DAMAGED_PAGES * PAGE, SEED_BAD + i);
 		ASSERT_LE(0, fd);
 		ASSERT_EQ(0, lu_preserve(session, fd, TOKEN_INTACT + i));
 		close(fd);
-		if (i)
-			n += snprintf(spec + n, sizeof(spec) - n, ",%u:%u",
+		if (!i)
+			continue;
+		if (damages[i - 1].miswrite)
+			m += snprintf(miswrites + m, sizeof(miswrites) - m,
+				      "%s%u:%s", m ? "," : "",
+				      (unsigned int)(TOKEN_INTACT + i),
+				      damages[i - 1].miswrite);
+		else
+			n += snprintf(flips + n, sizeof(flips) - n, ",%u:%u",
 				      (unsigned int)(TOKEN_INTACT + i),
 				      damages[i - 1].bit);
-		ASSERT_GT(sizeof(spec), n);
+		ASSERT_GT(sizeof(flips), n);
+		ASSERT_GT(sizeof(miswrites), m);
 	}
-	ASSERT_EQ(0, lu_set_param_str("test_damage_memfd", spec));
+	ASSERT_EQ(0, lu_set_param_str("test_damage_memfd", flips));
+	ASSERT_EQ(0, lu_set_param_str("test_miswrite_memfd", miswrites));
 	close(session);
 }
 
@@ -396,8 +425,8 @@ TEST(kernel3_damaged_memfd_fails_every_time)
 }
 
 /*
- * Each field damaged in transit is caught before any address in it is
- * used: that memfd alone fails, with one log line however often it is
+ * Each field damaged in transit or written wrong is caught before any
+ * address in it is used: that memfd alone fails, with one log line however often it is
  * retried, and the rest of its session comes back whole.
  */
 TEST(kernel3_damaged_in_transit_fail_alone)

@@ -4,11 +4,15 @@
  * checked, changed and preserved again in the second, checked in the
  * third; one of them in transparent huge pages, one partly swapped out
  * when it is prepared (the guest's scratch disk, /dev/vda, is the swap).
+ * A long retrieve in one session does not hold up other sessions'
+ * retrieves, nor the device's ioctls.
  * Each test runs in the stage its name says (LU_STAGE, set by the QEMU
  * runner).
  */
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/swap.h>
+#include <sys/wait.h>
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
@@ -16,6 +20,9 @@
 
 #define SESSION		"c-memfds"
 #define CLOSED_SESSION	"c-closed"
+#define SLOW_SESSION	"c-slow"
+#define BESIDE_SESSION	"c-beside"
+#define SLOW_TOKEN	777	/* test_slow_retrieve makes it last 5 s */
 #define PAGE		4096L
 #define MIB		(1024L * 1024)
 
@@ -192,6 +199,32 @@ static void retrieve_all(struct __test_metadata *_metadata, int dev, int *fds,
 	*sessionp = session;
 }
 
+/* A session of one page of @token's pattern, its fds left open. */
+static void preserve_page(struct __test_metadata *_metadata, int dev,
+			  const char *name, int token)
+{
+	int session, fd;
+
+	session = lu_create_session(dev, name);
+	ASSERT_LE(0, session);
+	fd = lu_pattern_memfd(PAGE, token);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, lu_preserve(session, fd, token));
+}
+
+/* Retrieves @token's page and checks it; the session is finished. */
+static int retrieve_page(int session, int token)
+{
+	int fd = lu_retrieve(session, token);
+
+	if (fd < 0)
+		return fd;
+	if (lu_pattern_verify(fd, token, 0, PAGE) != -1)
+		return -EIO;
+	close(fd);
+	return lu_finish(session);
+}
+
 TEST(kernel1_preserve)
 {
 	int fds[NR_TOKENS + 1];
@@ -214,7 +247,62 @@ TEST(kernel1_preserve)
 	ASSERT_EQ(0, lu_preserve(closed, fd, 1));
 	ASSERT_EQ(0, close(closed));
 
+	/* One page each: only the debug knob makes the first one slow. */
+	preserve_page(_metadata, dev, SLOW_SESSION, SLOW_TOKEN);
+	preserve_page(_metadata, dev, BESIDE_SESSION, 1);
+
 	ASSERT_EQ(0, lu_hold_fds_until_kexec());
+}
+
+/*
+ * While a child retrieves the slow file (5 s, its session's lock held),
+ * another session is retrieved and finished, an outgoing session
+ * created, and the state read: all before the child is done. (First in
+ * kernel 2: the next test leaves the device held open.)
+ */
+TEST(kernel2_retrieve_beside_a_slow_one)
+{
+	struct liveupdate_get_state st;
+	int dev, slow, beside, created, done[2], status;
+	struct pollfd pfd;
+	pid_t child;
+
+	dev = open(LU_DEVICE, O_RDWR);
+	ASSERT_LE(0, dev);
+	slow = lu_retrieve_session(dev, SLOW_SESSION);
+	ASSERT_LE(0, slow);
+	ASSERT_EQ(0, lu_set_param("test_slow_retrieve", SLOW_TOKEN));
+	ASSERT_EQ(0, pipe(done));
+	child = fork();
+	ASSERT_LE(0, child);
+	if (!child) {
+		close(done[0]);
+		status = retrieve_page(slow, SLOW_TOKEN);
+		write(done[1], "x", 1);
+		_exit(status ? 1 : 0);
+	}
+	close(done[1]);
+	sleep(1);
+
+	beside = lu_retrieve_session(dev, BESIDE_SESSION);
+	ASSERT_LE(0, beside);
+	EXPECT_EQ(0, retrieve_page(beside, 1));
+	created = lu_create_session(dev, "c-created");
+	ASSERT_LE(0, created);
+	EXPECT_EQ(0, lu_get_state(dev, &st));
+	pfd = (struct pollfd){ .fd = done[0], .events = POLLIN };
+	EXPECT_EQ(0, poll(&pfd, 1, 0)) {
+		TH_LOG("the other session's work waited for the slow retrieve");
+	}
+
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	EXPECT_EQ(0, status);
+	EXPECT_EQ(0, lu_set_param("test_slow_retrieve", 0));
+	close(done[0]);
+	close(created);
+	close(beside);
+	close(slow);
+	close(dev);
 }
 
 TEST(kernel2_check_and_preserve_again)

@@ -29,7 +29,9 @@
  * never a physical address. Memory it preserves in KHO itself (large
  * arrays, folios) it names from its data and checks on its own.
  *
- * Callbacks run under liveupdate's lock, in process context, and may
+ * Callbacks run in process context under liveupdate's locks (retrieve
+ * under its session's lock only, so retrieves of different sessions run
+ * side by side; can_preserve under the handler registry's lock) and may
  * sleep; they must not call back into liveupdate except for
  * lu_file_dependency(). Registration pins nothing: liveupdate takes a
  * reference on @owner for every file a handler carries and, between
