@@ -17,8 +17,8 @@
  * of entry, zeroed, all ones, a bit flipped, copied from the entry
  * before, or set to a chosen value. A refusal is -EBADMSG and one log
  * line naming the reason; damage that leaves a valid table (a token or a
- * name changed) is taken. Subsystem entries are not covered here (no
- * subsystem in this plan).
+ * name changed) is taken. The plan loads the sample module first, so that
+ * the table has a subsystem entry too.
  */
 #include "kselftest_harness.h"
 #include "lu_util.h"
@@ -86,6 +86,11 @@ static const struct {
 	{ "dep.token@0:=3", BUILD },		/* a later file */
 	{ "dep.token@1:=3", BUILD },		/* the file itself */
 	{ "dep.token@2:=1", BUILD },		/* the same token twice */
+	{ "subsystem.name@0:zero", "bad subsystem name" },
+	{ "subsystem.name@0:ones", "bad subsystem name" },
+	{ "subsystem.data_offset@0:flip", "bad subsystem data range" },
+	{ "subsystem.data_size@0:ones", "bad subsystem data range" },
+	{ "subsystem.name@0:flip", NULL },	/* a subsystem unknown here */
 };
 
 static const struct {
@@ -99,6 +104,7 @@ static const struct {
 	{ "file", { "token", "compatible", "first_dep", "nr_deps",
 		    "data_offset", "data_size" }, 4 },
 	{ "dep", { "token" }, 3 },
+	{ "subsystem", { "name", "data_offset", "data_size" }, 1 },
 };
 
 /* Writes @spec to the hook: 0 if taken, else -errno (-EBADMSG: refused). */
