@@ -6,8 +6,15 @@ and get them back after the kexec. The agent keeps a registry of what it
 holds (session names, tokens, owners) in a memfd that it preserves in its
 own session, REGISTRY_SESSION: after the kexec it reads the registry,
 retrieves every session, and hands each fd only to a client that the
-policy allows. It sends FINISH when every file was claimed or the
-policy's deadline passed.
+policy allows, and only to the uid that preserved it. It sends FINISH
+when every file was claimed and the policy's claim_grace passed since the
+last claim (until then a claimed file can be retrieved again: a client
+that failed with it loses nothing), or at the policy's deadline.
+
+Clients are identified once, when they connect (peer.py): credentials,
+supplementary groups and systemd system unit. Every refusal is logged.
+The socket is mode 0660, owned by root and by the group given with
+``--socket-group``: only root and that group may even connect.
 """
 
 from __future__ import annotations
@@ -15,24 +22,46 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import resource
 import selectors
 import socket
-import struct
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import abi, protocol
+from . import abi, daemon, protocol
 from .device import Device, Session
 from .errors import LiveUpdateError
-from .policy import Peer, Policy
+from .peer import Peer, PeerGone, identify
+from .policy import Policy
+
+log = logging.getLogger("liveupdated")
 
 REGISTRY_SESSION = "liveupdated"
 REGISTRY_TOKEN = 1
 REGISTRY_SIZE = 1 << 20
+
+
+# A client may have this many replies waiting before the agent stops reading
+# its requests, and is dropped if it reads none of them for SLOW_CLIENT seconds.
+MAX_QUEUED = 16
+SLOW_CLIENT = 5.0
+LONG_WATCHDOG_USEC = 3600 * 10**6  # while an event runs
+
+
+@dataclass
+class Client:
+    """A connection, its peer (identified at accept()) and its replies not yet sent."""
+
+    sock: socket.socket
+    peer: Peer
+    outbox: deque[tuple[bytes, list[int]]] = field(default_factory=deque)
+    waiting_since: float | None = None  # time.monotonic() since the oldest reply waits
 
 
 @dataclass
@@ -45,32 +74,27 @@ class Held:
     claimed: set[int] = field(default_factory=set)  # incoming: tokens handed back
 
 
-def peer_of(conn: socket.socket) -> Peer:
-    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    unit = None
-    try:
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            for part in reversed(line.split(":", 2)[-1].split("/")):
-                if part.endswith((".service", ".scope")):
-                    unit = part
-                    break
-    except OSError:
-        pass
-    return Peer(pid, uid, gid, unit)
-
-
 class Agent:
-    def __init__(self, policy: Policy, socket_path: str = protocol.DEFAULT_SOCKET) -> None:
+    def __init__(self, policy: Policy, socket_path: str = protocol.DEFAULT_SOCKET,
+                 socket_group: int | None = None, listener: socket.socket | None = None) -> None:
         self.policy = policy
         self.socket_path = socket_path
+        self.socket_group = socket_group
+        self.clients: dict[socket.socket, Client] = {}
+        self.warned_racy = False
         self.dev = Device()
         self.outgoing: dict[str, Held] = {}
         self.incoming: dict[str, Held] = {}
         self.registry: int | None = None  # memfd of the outgoing registry
         self.registry_session: Session | None = None
         self.finish_at: float | None = None
+        self.last_claim = 0.0  # time.monotonic() of the last file handed back
         self.sel = selectors.DefaultSelector()
-        self.listener = self._listen()
+        self.listener = listener if listener is not None else self._listen()
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ)
+        self.watchdog = daemon.watchdog_interval()
+        self.next_ping = 0.0
         self.accepting_again: float | None = None  # out of fds: when to try accept() again
         # Every fd the system allows: each client costs one.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -83,10 +107,11 @@ class Agent:
             os.unlink(self.socket_path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         sock.bind(self.socket_path)
-        os.chmod(self.socket_path, 0o666)  # the policy decides, by peer credentials
+        # Who may connect at all; the policy then decides what each may do.
+        os.chmod(self.socket_path, 0o660)
+        if self.socket_group is not None:
+            os.chown(self.socket_path, -1, self.socket_group)
         sock.listen(16)
-        sock.setblocking(False)
-        self.sel.register(sock, selectors.EVENT_READ)
         return sock
 
     # -- the new kernel: take back what the previous agent held ---------------
@@ -108,7 +133,7 @@ class Agent:
             try:
                 session = self.dev.retrieve_session(name)
             except LiveUpdateError as e:
-                print(f"liveupdated: session {name!r} of the registry: {e}", flush=True)
+                log.error("session %r of the registry: %s", name, e)
                 continue
             self.incoming[name] = Held(session, entry["owner"], {int(t): n for t, n in entry["files"].items()})
         registry.close()
@@ -118,11 +143,13 @@ class Agent:
     def _maybe_finish(self) -> None:
         if self.finish_at is None:
             return
+        now = time.monotonic()
         everything = all(h.claimed >= set(h.files) for h in self.incoming.values())
-        if everything or time.monotonic() >= self.finish_at:
+        if (everything and now >= self.last_claim + self.policy.claim_grace) or now >= self.finish_at:
             result = self.dev.finish()
-            print(f"liveupdated: finish ({'all claimed' if everything else 'deadline'}): released "
-                  f"{result.released_files} files, {result.released_bytes} bytes", flush=True)
+            log.info("finish (%s): released %d files, %d bytes", "all claimed" if everything else "deadline",
+                     result.released_files, result.released_bytes)
+            daemon.notify(f"STATUS=finished the update; holding {len(self.outgoing)} sessions")
             self._forget_incoming()
 
     def _forget_incoming(self) -> None:
@@ -190,10 +217,13 @@ class Agent:
         if held is None or token not in held.files:
             return protocol.error_reply(f"no file {token} in a session {name!r} from the previous kernel",
                                         errno.ENOENT), []
+        if held.owner != peer.uid:
+            return protocol.error_reply(f"session {name!r} belongs to uid {held.owner}", errno.EPERM), []
         if not self.policy.may_own(peer, name):
             return protocol.error_reply(f"policy: uid {peer.uid} may not take session {name!r}", errno.EPERM), []
         fd = held.session.retrieve(token)
         held.claimed.add(token)
+        self.last_claim = time.monotonic()
         return {"ok": True, "bytes": held.files[token]}, [fd]
 
     def _status(self) -> dict[str, Any]:
@@ -216,15 +246,34 @@ class Agent:
             event = abi.Event[str(msg.get("event", "")).upper()]
         except KeyError:
             return protocol.error_reply(f"unknown event {msg.get('event')!r}", errno.EOPNOTSUPP)
-        result = self.dev.event(event)
+        # A PREPARE of many GiB may outlast the watchdog: the agent is busy, not hung.
+        with self._watchdog_relaxed():
+            result = self.dev.event(event)
         if event == abi.Event.FINISH:
             self._forget_incoming()
         return {"ok": True, "state": self.dev.get_state().state.name.lower(),
                 "released_sessions": result.released_sessions, "released_files": result.released_files,
                 "released_bytes": result.released_bytes}
 
+    @contextlib.contextmanager
+    def _watchdog_relaxed(self) -> Iterator[None]:
+        if self.watchdog is None:
+            yield
+            return
+        daemon.notify(f"WATCHDOG=1\nWATCHDOG_USEC={LONG_WATCHDOG_USEC}")
+        try:
+            yield
+        finally:
+            daemon.notify(f"WATCHDOG=1\nWATCHDOG_USEC={int(self.watchdog * 2e6)}")
+
     def handle(self, peer: Peer, msg: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
-        """Answer one request. Received fds are closed here whatever happens."""
+        """Answer one request; a refusal is logged. Received fds are closed here whatever happens."""
+        reply, out_fds = self._answer(peer, msg, fds)
+        if not reply.get("ok"):
+            log.warning("refused %r from %s: %s", msg.get("op"), peer.describe(), reply.get("error"))
+        return reply, out_fds
+
+    def _answer(self, peer: Peer, msg: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
         op = msg.get("op")
         try:
             if op == "preserve":
@@ -243,7 +292,7 @@ class Agent:
                 return self._event(peer, msg), []
             return protocol.error_reply(f"unknown op {op!r}", errno.EOPNOTSUPP), []
         except LiveUpdateError as e:
-            return protocol.error_reply(str(e), e.errno), []
+            return protocol.error_reply(str(e), e.errno or errno.EIO), []
         except ValueError as e:  # a field the device API refuses: a name, token or dependency
             return protocol.error_reply(str(e), errno.EINVAL), []
         finally:
@@ -252,32 +301,79 @@ class Agent:
 
     # -- the loop ----------------------------------------------------------------
 
-    def _serve_one(self, conn: socket.socket) -> None:
+    def _serve_one(self, client: Client) -> None:
         try:
-            received = protocol.receive(conn)
+            received = protocol.receive(client.sock)
         except protocol.ProtocolError as e:
             for fd in e.fds:
                 os.close(fd)
-            self._reply(conn, protocol.error_reply(str(e), e.errno), [])
+            log.warning("refused a message from %s: %s", client.peer.describe(), e)
+            self._queue(client, protocol.error_reply(str(e), e.errno), [])
+            return
+        except BlockingIOError:
             return
         except OSError:
             received = None
         if received is None:
-            self.sel.unregister(conn)
-            conn.close()
+            self._drop(client)
             return
         msg, fds = received
-        reply, out_fds = self.handle(peer_of(conn), msg, fds)
-        self._reply(conn, reply, out_fds)
+        reply, out_fds = self.handle(client.peer, msg, fds)
+        self._queue(client, reply, out_fds)
 
-    def _reply(self, conn: socket.socket, reply: dict[str, Any], fds: list[int]) -> None:
+    def _queue(self, client: Client, reply: dict[str, Any], fds: list[int]) -> None:
+        """Send ``reply`` when the client reads; the agent never waits for one client."""
         try:
-            protocol.send(conn, reply, fds)
-        except OSError:
-            pass  # the client left; what it asked for stays held (or claimed)
-        finally:
+            data = protocol.encode(reply)
+        except protocol.ProtocolError as e:  # a reply larger than a message: say so instead
+            log.error("reply to %s too large: %s", client.peer.describe(), e)
             for fd in fds:
                 os.close(fd)
+            data, fds = protocol.encode(protocol.error_reply(f"reply too large: {e}", e.errno)), []
+        client.outbox.append((data, fds))
+        if client.waiting_since is None:
+            client.waiting_since = time.monotonic()
+        self._flush(client)
+
+    def _flush(self, client: Client) -> None:
+        while client.outbox:
+            data, fds = client.outbox[0]
+            try:
+                if fds:
+                    socket.send_fds(client.sock, [data], fds)
+                else:
+                    client.sock.send(data)
+            except BlockingIOError:
+                break
+            except OSError:  # the client left; what it asked for stays held (or claimed)
+                self._drop(client)
+                return
+            client.outbox.popleft()
+            for fd in fds:
+                os.close(fd)
+            client.waiting_since = time.monotonic() if client.outbox else None
+        # Read no more requests from a client that does not read its replies.
+        events = selectors.EVENT_WRITE if client.outbox else 0
+        if len(client.outbox) < MAX_QUEUED:
+            events |= selectors.EVENT_READ
+        self.sel.modify(client.sock, events, client)
+
+    def _drop(self, client: Client) -> None:
+        self.sel.unregister(client.sock)
+        del self.clients[client.sock]
+        client.sock.close()
+        for _, fds in client.outbox:
+            for fd in fds:
+                os.close(fd)
+        client.outbox.clear()
+
+    def _drop_slow_clients(self) -> None:
+        now = time.monotonic()
+        for client in list(self.clients.values()):
+            if client.waiting_since is not None and now - client.waiting_since > SLOW_CLIENT:
+                log.warning("dropped %s: it read no reply for %.0f s (%d waiting)", client.peer.describe(),
+                            SLOW_CLIENT, len(client.outbox))
+                self._drop(client)
 
     def _accept(self) -> None:
         try:
@@ -285,26 +381,52 @@ class Agent:
         except BlockingIOError:
             return
         except OSError as e:
-            if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                raise
-            # Out of fds: stop accepting for a second rather than spin or die;
-            # waiting clients stay queued in the backlog.
-            print(f"liveupdated: cannot accept a client: {e.strerror}; pausing", flush=True)
-            self.sel.unregister(self.listener)
-            self.accepting_again = time.monotonic() + 1.0
+            self._pause_accepting(e)
             return
-        conn.settimeout(5.0)  # a client that does not read its replies cannot stall the agent
-        self.sel.register(conn, selectors.EVENT_READ)
+        try:
+            peer = identify(conn)
+        except PeerGone as e:
+            log.info("a client left before it could be identified: %s", e)
+            conn.close()
+            return
+        except OSError as e:  # no fd to read /proc with: the client may try again
+            conn.close()
+            self._pause_accepting(e)
+            return
+        if not peer.pidfd_checked and not self.warned_racy:
+            log.warning("no SO_PEERPIDFD (Linux < 6.5): clients' groups and units are read by pid, which may be reused")
+            self.warned_racy = True
+        conn.setblocking(False)
+        client = Client(conn, peer)
+        self.clients[conn] = client
+        self.sel.register(conn, selectors.EVENT_READ, client)
+
+    def _pause_accepting(self, e: OSError) -> None:
+        """Out of fds or memory: stop accepting for a second rather than spin or die;
+        waiting clients stay queued in the backlog."""
+        if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            raise e
+        log.error("cannot accept a client: %s; pausing", e.strerror)
+        self.sel.unregister(self.listener)
+        self.accepting_again = time.monotonic() + 1.0
 
     def serve(self, until: float | None = None) -> None:
         """Answer clients until ``until`` (time.monotonic()) or forever."""
         while until is None or time.monotonic() < until:
             self._maybe_finish()
+            if self.watchdog is not None and time.monotonic() >= self.next_ping:
+                daemon.notify("WATCHDOG=1")
+                self.next_ping = time.monotonic() + self.watchdog
             if self.accepting_again is not None and time.monotonic() >= self.accepting_again:
                 self.sel.register(self.listener, selectors.EVENT_READ)
                 self.accepting_again = None
-            for key, _ in self.sel.select(timeout=1.0):
+            for key, events in self.sel.select(timeout=min(1.0, self.watchdog or 1.0)):
                 if key.fileobj is self.listener:
                     self._accept()
-                else:
-                    self._serve_one(key.fileobj)  # type: ignore[arg-type]
+                    continue
+                client = key.data
+                if events & selectors.EVENT_WRITE:
+                    self._flush(client)
+                if events & selectors.EVENT_READ and client.sock in self.clients:
+                    self._serve_one(client)
+            self._drop_slow_clients()

@@ -10,22 +10,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import grp
 import json
 import os
 import shutil
-import subprocess
+import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from . import abi, protocol, system
+from . import __version__, abi, daemon, protocol, system
 from .client import AgentClient
 from .device import Device, DeviceState
 from .errors import LiveUpdateError
 from .kexec import GetStatus, KexecError, SendEvent, live_update
+from .logs import setup_daemon_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_NOT_FOUND = 127  # as a shell reports a command it cannot find
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a SIGINT
 
 
 class Output:
@@ -34,10 +40,10 @@ class Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
 
-    def result(self, data: dict, text: str) -> None:
+    def result(self, data: dict[str, Any], text: str) -> None:
         print(json.dumps(data) if self.as_json else text, flush=True)
 
-    def progress(self, step: str, data: dict) -> None:
+    def progress(self, step: str, data: dict[str, Any]) -> None:
         """A step of a long command: a JSON line on stdout, or a line on stderr."""
         if self.as_json:
             print(json.dumps({"step": step, **data}), flush=True)
@@ -52,8 +58,8 @@ class Output:
             print(f"liveupdate: {message}", file=sys.stderr, flush=True)
 
 
-def _state_dict(state: DeviceState | None) -> dict:
-    data = {"module_loaded": system.module_loaded(), "kho_enabled": system.kho_enabled()}
+def _state_dict(state: DeviceState | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"module_loaded": system.module_loaded(), "kho_enabled": system.kho_enabled()}
     if state is None:
         sysfs = system.sysfs_state()
         data["state"] = None if sysfs is None else sysfs.name.lower()
@@ -143,14 +149,39 @@ def cmd_kexec(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def group_id(text: str) -> int:
+    """A group given by name or number (argparse type)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no group {text!r}") from None
+
+
+def activated_listener() -> socket.socket | None:
+    """The listening SOCK_SEQPACKET socket passed by socket activation, if any."""
+    for fds in daemon.listen_fds().values():
+        for fd in fds:
+            sock = socket.socket(fileno=fd)
+            if sock.type == socket.SOCK_SEQPACKET and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                return sock
+            sock.detach()
+    return None
+
+
 def cmd_agent(args: argparse.Namespace, out: Output) -> int:
     from .agent import Agent  # the agent's imports are its own
     from .policy import load_policy
 
-    agent = Agent(load_policy(args.policy), args.socket)
+    setup_daemon_logging()
+    listener = activated_listener()
+    agent = Agent(load_policy(args.policy), args.socket, args.socket_group, listener)
     taken = agent.take_over()
-    out.result({"socket": args.socket, "taken_over": taken},
-               f"liveupdated: listening on {args.socket}; took over {taken} sessions")
+    where = "the socket systemd passed" if listener is not None else args.socket
+    out.result({"socket": args.socket, "activated": listener is not None, "taken_over": taken},
+               f"liveupdated: listening on {where}; took over {taken} sessions")
+    daemon.notify(f"READY=1\nSTATUS=took over {taken} sessions; serving clients")
     agent.serve()
     return EXIT_OK
 
@@ -177,31 +208,45 @@ def cmd_session_preserve(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _exec_with_fd(command: list[str], fd: int, session: str, token: int) -> None:
+    """Become ``command`` (execve: same pid), with ``fd`` as fd 3 the way systemd passes fds."""
+    # LISTEN_* of our own caller name fds we do not pass on.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+    env |= {"LISTEN_FDS": "1", "LISTEN_PID": str(os.getpid()), "LISTEN_FDNAMES": f"{session}-{token}",
+            "LIVEUPDATE_SESSION": session, "LIVEUPDATE_TOKEN": str(token)}
+    os.dup2(fd, 3, inheritable=True)
+    os.execvpe(command[0], command, env)
+
+
 def cmd_session_retrieve(args: argparse.Namespace, out: Output) -> int:
+    # Checked before anything is taken: a misspelled command costs nothing.
+    if args.command is not None and (not args.command or shutil.which(args.command[0]) is None):
+        out.error(f"cannot run {args.command[0] if args.command else 'nothing'!r}: no such command", errno.ENOENT)
+        return EXIT_NOT_FOUND
     with AgentClient(args.socket) as agent:
         fd = agent.retrieve(args.session, args.token)
     try:
-        if args.output:
-            # Guest memory is nobody else's business: the copy is the caller's alone.
-            dest_fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(dest_fd, "wb") as dest, os.fdopen(os.dup(fd), "rb") as src:
-                src.seek(0)
-                shutil.copyfileobj(src, dest)
-            out.result({"session": args.session, "token": args.token, "output": str(args.output)},
-                       f"wrote token {args.token} of {args.session!r} to {args.output}")
-            return EXIT_OK
-        # Into a process: the command gets the fd as fd 3 (LISTEN_FDS, as systemd passes fds).
-        os.dup2(fd, 3, inheritable=True)
-        env = os.environ | {"LISTEN_FDS": "1", "LIVEUPDATE_SESSION": args.session, "LIVEUPDATE_TOKEN": str(args.token)}
-        return subprocess.run(args.command, pass_fds=(3,), env=env).returncode
+        if args.command is not None:
+            _exec_with_fd(args.command, fd, args.session, args.token)  # returns only on failure
+        # Guest memory is nobody else's business: the copy is the caller's alone.
+        dest_fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(dest_fd, "wb") as dest, os.fdopen(os.dup(fd), "rb") as src:
+            src.seek(0)
+            shutil.copyfileobj(src, dest)
+        out.result({"session": args.session, "token": args.token, "output": str(args.output)},
+                   f"wrote token {args.token} of {args.session!r} to {args.output}")
+        return EXIT_OK
     finally:
         os.close(fd)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liveupdate", description="Drive live updates through /dev/liveupdate.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    # Also after the subcommand; SUPPRESS keeps a --json given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text")
     common.add_argument("--socket", default=protocol.DEFAULT_SOCKET, help="the agent's socket")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -228,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", parents=[common], help="run liveupdated, which holds sessions for services")
     agent.add_argument("--policy", type=Path, required=True, help="YAML policy file")
+    agent.add_argument("--socket-group", type=group_id, metavar="GROUP",
+                       help="group that may connect to the socket (mode 0660; default: root only)")
     agent.set_defaults(run=cmd_agent)
 
     session = sub.add_parser("session", help="sessions held by the agent").add_subparsers(
@@ -245,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = retrieve.add_mutually_exclusive_group(required=True)
     target.add_argument("--output", type=Path, help="write the file's contents to this path")
     target.add_argument("--exec", dest="command", nargs=argparse.REMAINDER,
-                        help="run a command that gets the fd as fd 3 (LISTEN_FDS=1)")
+                        help="become this command (same pid), with the fd as fd 3 (LISTEN_FDS=1, LISTEN_PID)")
     retrieve.set_defaults(run=cmd_session_retrieve)
     return parser
 
@@ -254,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 on a usage error
     out = Output(args.json)
     try:
-        return args.run(args, out)
+        status: int = args.run(args, out)
+        return status
     except LiveUpdateError as e:
         out.error(str(e), e.errno)
     except (KexecError, ValueError) as e:  # PolicyError is a ValueError
@@ -263,4 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         out.error(f"{e.filename or ''}: {e.strerror}".lstrip(": "), e.errno)
     except KeyboardInterrupt:
         out.error("interrupted", None)
+        return EXIT_INTERRUPTED
     return EXIT_FAILED
+
+
+def agent_main() -> int:
+    """The ``liveupdated`` command: ``liveupdate agent`` under its own name."""
+    return main(["agent", *sys.argv[1:]])

@@ -74,7 +74,8 @@ class AgentClient:
         return fds[0]
 
     def sessions(self) -> list[dict[str, Any]]:
-        return self.call("list")[0]["sessions"]
+        sessions: list[dict[str, Any]] = self.call("list")[0]["sessions"]
+        return sessions
 
     def status(self) -> dict[str, Any]:
         return self.call("status")[0]

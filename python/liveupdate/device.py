@@ -12,7 +12,7 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import abi
 from .errors import ioctl_error, open_error
@@ -31,7 +31,7 @@ def _fileno(f: FileLike) -> int:
     return f if isinstance(f, int) else f.fileno()
 
 
-def ioctl_call(fd: int, number: int, layout: struct.Struct, *fields: object) -> tuple:
+def ioctl_call(fd: int, number: int, layout: struct.Struct, *fields: object) -> tuple[Any, ...]:
     """Run one ioctl whose struct starts with ``__u32 size``.
 
     ``fields`` are the members after ``size``; returns all members as the
@@ -95,7 +95,7 @@ class Session:
         kind = "incoming" if self.incoming else "outgoing"
         return f"<Session {self.name!r} {kind} fd={self._fd}>"
 
-    def _call(self, operation: str, what: str, number: int, layout: struct.Struct, *fields: object) -> tuple:
+    def _call(self, operation: str, what: str, number: int, layout: struct.Struct, *fields: object) -> tuple[Any, ...]:
         try:
             return ioctl_call(self.fileno(), number, layout, *fields)
         except OSError as e:
@@ -123,7 +123,7 @@ class Session:
         """Return a new fd (close-on-exec) for the file preserved under ``token``."""
         _check_token(token)
         _, fd, _ = self._call("retrieve", f"token {token}", abi.SESSION_RETRIEVE_FD, abi.RETRIEVE_FD, -1, token)
-        return fd
+        return int(fd)
 
     def finish(self) -> None:
         """End the hand-over: files not retrieved are freed."""
@@ -132,7 +132,7 @@ class Session:
     def get_name(self) -> str:
         """Ask the kernel for the session's name."""
         _, _, raw = self._call("get_name", "", abi.SESSION_GET_NAME, abi.GET_NAME, 0, b"")
-        return raw.split(b"\0", 1)[0].decode()
+        return bytes(raw).split(b"\0", 1)[0].decode()
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class Device:
             _, fd, _ = ioctl_call(self.fileno(), number, abi.CREATE_SESSION, -1, raw)
         except OSError as e:
             raise ioctl_error(e.errno, operation, repr(name)) from None
-        return fd
+        return int(fd)
 
     def create_session(self, name: str) -> Session:
         """Create an outgoing session; hold it until the kexec."""

@@ -78,10 +78,12 @@ _IOCTL_HINTS = {
 }
 
 
-def open_error(err: int, path: str) -> LiveUpdateError:
+def open_error(err: int | None, path: str) -> LiveUpdateError:
+    err = errno.EIO if err is None else err
     return LiveUpdateError(err, f"open {path}", _OPEN_HINTS.get(err, ""))
 
 
-def ioctl_error(err: int, operation: str, what: str) -> LiveUpdateError:
+def ioctl_error(err: int | None, operation: str, what: str) -> LiveUpdateError:
+    err = errno.EIO if err is None else err
     hint = _IOCTL_HINTS.get(operation, {}).get(err, "")
     return LiveUpdateError(err, f"{operation} {what}".strip(), hint)

@@ -12,15 +12,16 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import abi, system
 from .errors import LiveUpdateError
 
-Progress = Callable[[str, dict], None]
+Progress = Callable[[str, dict[str, Any]], None]
 # Sends an event, through /dev/liveupdate or the agent that holds it; returns the reply.
-SendEvent = Callable[[abi.Event], dict]
+SendEvent = Callable[[abi.Event], dict[str, Any]]
 # The state machine's status: at least "state", "sessions", "files", "bytes_serialized".
-GetStatus = Callable[[], dict]
+GetStatus = Callable[[], dict[str, Any]]
 
 
 class KexecError(RuntimeError):

@@ -5,13 +5,16 @@ A YAML file (read with ruamel.yaml, so that errors name their line)::
     sessions:                 # first rule whose name matches decides
       - name: "vm-*"          # fnmatch pattern of session names
         uid: [0, 1000]        # any of these users ...
-        gid: 107              # ... or groups ...
-        unit: "qemu@*.service"  # ... or systemd units (fnmatch)
+        gid: 107              # ... or groups (primary or supplementary) ...
+        unit: "admin@*.service" # ... or systemd system units (fnmatch)
+      - name: "vm-%i"         # %i: an instance, the same in name and unit:
+        unit: "qemu@%i.service" # qemu@1.service may own vm-1, not vm-2
     limits:                   # per client uid
       sessions: 8
       files: 256
       bytes: 64G              # K, M, G, T suffixes (powers of 1024)
     finish_after: 300         # seconds after start in the new kernel
+    claim_grace: 10           # seconds between the last claim and FINISH
 
 Everything not allowed is denied. A bad file is refused at start with its
 line and the reason.
@@ -20,6 +23,7 @@ line and the reason.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from .peer import Peer
+
 _SIZE = re.compile(r"^(\d+)\s*([KMGT]?)i?B?$", re.IGNORECASE)
 
 
@@ -35,14 +41,14 @@ class PolicyError(ValueError):
     """A policy file that cannot be used: says where and why."""
 
 
-@dataclass(frozen=True)
-class Peer:
-    """A client, as the kernel identifies it (SO_PEERCRED) plus its systemd unit."""
+INSTANCE = "%i"
 
-    pid: int
-    uid: int
-    gid: int
-    unit: str | None = None
+
+def _glob_regex(pattern: str) -> str:
+    """fnmatch's regular expression for ``pattern``, without its anchors."""
+    regex = fnmatch.translate(pattern)
+    assert regex.startswith("(?s:") and regex.endswith(")\\Z"), regex
+    return regex[len("(?s:"):-len(")\\Z")]
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,18 @@ class Rule:
     gids: frozenset[int] = frozenset()
     units: tuple[str, ...] = ()
 
-    def allows(self, peer: Peer) -> bool:
-        return (peer.uid in self.uids or peer.gid in self.gids
-                or (peer.unit is not None and any(fnmatch.fnmatchcase(peer.unit, u) for u in self.units)))
+    def instance(self, session: str) -> str | None:
+        """The instance (%i) ``session`` gives, "" if the rule has none, None if its name does not match."""
+        if INSTANCE not in self.pattern:
+            return "" if fnmatch.fnmatchcase(session, self.pattern) else None
+        before, after = self.pattern.split(INSTANCE)
+        m = re.fullmatch(f"(?s:{_glob_regex(before)})(?P<i>[^/]+)(?s:{_glob_regex(after)})", session)
+        return m.group("i") if m else None
+
+    def allows(self, peer: Peer, instance: str = "") -> bool:
+        units = [u.replace(INSTANCE, glob.escape(instance)) for u in self.units]
+        return (peer.uid in self.uids or peer.gid in self.gids or bool(peer.groups & self.gids)
+                or (peer.unit is not None and any(fnmatch.fnmatchcase(peer.unit, u) for u in units)))
 
 
 @dataclass(frozen=True)
@@ -69,11 +84,13 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     limits: Limits = field(default_factory=Limits)
     finish_after: float = 300.0
+    claim_grace: float = 10.0
 
     def may_own(self, peer: Peer, session: str) -> bool:
         for rule in self.rules:
-            if fnmatch.fnmatchcase(session, rule.pattern):
-                return rule.allows(peer)
+            instance = rule.instance(session)
+            if instance is not None:
+                return rule.allows(peer, instance)
         return False
 
 
@@ -94,7 +111,7 @@ class _Reader:
         where = f"{self.source}:{line}" if line else self.source
         return PolicyError(f"{where}: {what}: {reason}")
 
-    def mapping(self, node: Any, key: Any, what: str, allowed: set[str]) -> dict:
+    def mapping(self, node: Any, key: Any, what: str, allowed: set[str]) -> dict[str, Any]:
         if not isinstance(node, dict):
             raise self.fail(node, key, what, "expected a mapping")
         for k in node:
@@ -102,21 +119,21 @@ class _Reader:
                 raise self.fail(node, k, f"{what}.{k}", f"unknown key (known: {', '.join(sorted(allowed))})")
         return node
 
-    def ints(self, node: dict, key: str, what: str) -> frozenset[int]:
+    def ints(self, node: dict[str, Any], key: str, what: str) -> frozenset[int]:
         value = node.get(key, [])
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
             raise self.fail(node, key, what, "expected an id or a list of ids (whole numbers)")
         return frozenset(values)
 
-    def strings(self, node: dict, key: str, what: str) -> tuple[str, ...]:
+    def strings(self, node: dict[str, Any], key: str, what: str) -> tuple[str, ...]:
         value = node.get(key, [])
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, str) and v for v in values):
             raise self.fail(node, key, what, "expected a name or a list of names")
         return tuple(values)
 
-    def count(self, node: dict, key: str, what: str, default: int, sizes: bool = False) -> int:
+    def count(self, node: dict[str, Any], key: str, what: str, default: int, sizes: bool = False) -> int:
         value = node.get(key, default)
         if sizes and isinstance(value, str):
             m = _SIZE.match(value.strip())
@@ -130,7 +147,7 @@ class _Reader:
     def policy(self, root: Any) -> Policy:
         if root is None:
             root = {}
-        top = self.mapping(root, 0, "policy", {"sessions", "limits", "finish_after"})
+        top = self.mapping(root, 0, "policy", {"sessions", "limits", "finish_after", "claim_grace"})
         sessions = top.get("sessions", [])
         if not isinstance(sessions, list):
             raise self.fail(top, "sessions", "sessions", "expected a list of rules")
@@ -141,14 +158,21 @@ class _Reader:
             if not isinstance(rule.get("name"), str) or not rule["name"]:
                 raise self.fail(sessions, i, f"{what}.name", "every rule needs a session name pattern")
             uids, gids = self.ints(rule, "uid", f"{what}.uid"), self.ints(rule, "gid", f"{what}.gid")
-            rules.append(Rule(rule["name"], uids, gids, self.strings(rule, "unit", f"{what}.unit")))
+            units = self.strings(rule, "unit", f"{what}.unit")
+            instances = rule["name"].count(INSTANCE)
+            if instances > 1:
+                raise self.fail(rule, "name", f"{what}.name", f"at most one {INSTANCE} in a name")
+            if not instances and any(INSTANCE in u for u in units):
+                raise self.fail(rule, "unit", f"{what}.unit", f"{INSTANCE} in a unit needs {INSTANCE} in the name")
+            rules.append(Rule(rule["name"], uids, gids, units))
         limits_node = self.mapping(top.get("limits", {}), "limits", "limits", {"sessions", "files", "bytes"})
         d = Limits()
         limits = Limits(self.count(limits_node, "sessions", "limits.sessions", d.sessions),
                         self.count(limits_node, "files", "limits.files", d.files),
                         self.count(limits_node, "bytes", "limits.bytes", d.bytes, sizes=True))
         finish_after = self.count(top, "finish_after", "finish_after", 300)
-        return Policy(tuple(rules), limits, float(finish_after))
+        claim_grace = self.count(top, "claim_grace", "claim_grace", 10)
+        return Policy(tuple(rules), limits, float(finish_after), float(claim_grace))
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,52 @@ def test_agent_refuses_a_bad_policy_at_start(tmp_path: Path, capsys: pytest.Capt
     assert main(["agent", "--policy", str(policy), "--socket", str(tmp_path / "sock")]) == 1
     assert f"{policy}:3: sessions[0].uid: expected an id" in capsys.readouterr().err
     assert not (tmp_path / "sock").exists()
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import liveupdate
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"liveupdate {liveupdate.__version__}"
+
+
+@pytest.mark.skipif(system.module_loaded(), reason="needs a machine without liveupdate.ko")
+@pytest.mark.parametrize("argv", [["--json", "status"], ["status", "--json"], ["--json", "status", "--json"]])
+def test_json_before_or_after_the_command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["device"] == "absent"
+
+
+def test_exec_of_a_missing_command_takes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before the agent is even asked (its socket does not exist here)."""
+    argv = ["session", "retrieve", "vm", "1", "--socket", str(tmp_path / "none"), "--exec", "no-such-qemu", "-x"]
+    assert main(argv) == 127
+    assert "cannot run 'no-such-qemu': no such command" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130(installed: Path) -> None:
+    """As a shell reports a command it interrupted."""
+    env = os.environ | {"PYTHONPATH": str(installed)}
+    proc = subprocess.Popen([str(installed / "bin" / "liveupdate"), "watch"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Into the loop that waits for uevents: once its netlink socket is open.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+                os.readlink(fd).startswith("socket:") for fd in Path(f"/proc/{proc.pid}/fd").iterdir()):
+            time.sleep(0.05)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+
+
+def test_liveupdated_entry_point(installed: Path) -> None:
+    env = os.environ | {"PYTHONPATH": str(installed)}
+    done = subprocess.run([str(installed / "bin" / "liveupdated"), "--help"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "--policy" in done.stdout and "--socket-group" in done.stdout

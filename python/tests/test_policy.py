@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from liveupdate.policy import Limits, Peer, PolicyError, load_policy, parse_policy
+from liveupdate.peer import Peer
+from liveupdate.policy import Limits, PolicyError, load_policy, parse_policy
 
 GOOD = """\
 sessions:
@@ -38,6 +39,36 @@ def test_good_policy() -> None:
     assert not policy.may_own(root, "anything")
 
 
+def test_supplementary_groups_count() -> None:
+    policy = parse_policy(GOOD)
+    assert policy.may_own(Peer(6, 3000, 3000, None, frozenset({5, 107})), "db")
+    assert not policy.may_own(Peer(6, 3000, 3000, None, frozenset({5})), "db")
+
+
+INSTANCES = """\
+sessions:
+  - name: "vm-%i"
+    unit: "qemu@%i.service"
+  - name: "db-%i-*"
+    unit: ["pg@%i.service", "admin.service"]
+"""
+
+
+def test_an_instance_ties_the_unit_to_the_session() -> None:
+    policy = parse_policy(INSTANCES)
+    qemu1 = Peer(1, 107, 107, "qemu@1.service")
+    assert policy.may_own(qemu1, "vm-1")
+    assert not policy.may_own(qemu1, "vm-2") and not policy.may_own(qemu1, "vm-")
+    assert not policy.may_own(Peer(1, 107, 107, "qemu@2.service"), "vm-1")
+    # The instance is matched literally: glob characters in it match only themselves.
+    assert not policy.may_own(Peer(1, 107, 107, "qemu@x.service"), "vm-*")
+    assert policy.may_own(Peer(1, 107, 107, "qemu@*.service"), "vm-*")
+    assert policy.may_own(Peer(2, 5, 5, "pg@main.service"), "db-main-7")
+    assert not policy.may_own(Peer(2, 5, 5, "pg@main.service"), "db-other-7")
+    assert policy.may_own(Peer(2, 5, 5, "admin.service"), "db-other-7")
+    assert not policy.may_own(Peer(2, 5, 5, None), "vm-1")
+
+
 def test_empty_policy_denies_everything() -> None:
     policy = parse_policy("")
     assert not policy.may_own(Peer(1, 0, 0), "vm-1")
@@ -57,6 +88,8 @@ def test_empty_policy_denies_everything() -> None:
         ("colour: blue\n", "p.yaml:1: policy.colour: unknown key"),
         ("sessions: [\n", "p.yaml:2: not valid YAML"),
         ("- a\n- b\n", "p.yaml:1: policy: expected a mapping"),
+        ("sessions:\n  - name: a-%i-%i\n", "p.yaml:2: sessions[0].name: at most one %i"),
+        ("sessions:\n  - name: a\n    unit: q@%i.service\n", "p.yaml:3: sessions[0].unit: %i in a unit needs"),
     ],
 )
 def test_bad_policies_name_line_and_reason(text: str, error: str) -> None:
@@ -69,4 +102,6 @@ def test_shipped_example_policy_parses() -> None:
     example = Path(__file__).resolve().parents[2] / "systemd/policy.yaml"
     policy = load_policy(example)
     assert policy.may_own(Peer(1, 0, 0), "vm-1")
-    assert policy.may_own(Peer(2, 107, 107, "qemu@vm1.service"), "vm-1")
+    assert policy.may_own(Peer(2, 107, 107, "qemu@1.service"), "vm-1")
+    assert not policy.may_own(Peer(2, 107, 107, "qemu@2.service"), "vm-1")
+    assert policy.claim_grace == 10

@@ -82,7 +82,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
-def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m liveupdate ARGS`` in a process of its own."""
+def cli_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m liveupdate ARGS`` in a process of its own (``env``: added to ours)."""
     return subprocess.run([sys.executable, "-m", "liveupdate", *args], capture_output=True, text=True,
-                          timeout=PATIENCE)
+                          timeout=PATIENCE, env=os.environ | (env or {}))

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import random
 import resource
 import socket
 import struct
@@ -25,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import stamps
@@ -36,15 +38,19 @@ from liveupdate import LiveUpdateError, protocol
 MIB = 1 << 20
 SOCKET = protocol.DEFAULT_SOCKET
 OUT = Path(os.environ.get("LU_OUT", "/tmp"))
+CLIENTS = 4242  # the socket's group: only root and its members may connect
 POLICY = """\
 sessions:
   - name: "vm-*"
     uid: [0, 1000]
+  - name: "grp-*"
+    gid: 4243
 limits:
   sessions: 3
   files: 8
   bytes: 96M
 finish_after: {finish_after}
+claim_grace: 5
 """
 
 
@@ -64,7 +70,8 @@ def start_agent(log: str, finish_after: int = 120, *options: str) -> None:
     policy.write_text(POLICY.format(finish_after=finish_after))
     with open(OUT / log, "w") as out:
         subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket", SOCKET,
-                          *options], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                          "--socket-group", str(CLIENTS), *options], stdout=out, stderr=subprocess.STDOUT,
+                         start_new_session=True)
     wait_for_agent(log)
 
 
@@ -80,11 +87,13 @@ def wait_for_agent(log: str) -> None:
             time.sleep(0.2)
 
 
-def as_user(uid: int, work: Callable[[], None]) -> int:
-    """Run ``work`` in a child with ``uid``; returns its exit status (0: no exception)."""
+def as_user(uid: int, work: Callable[[], None], groups: tuple[int, ...] = (CLIENTS,)) -> int:
+    """Run ``work`` in a child with ``uid`` (gid the same) and supplementary ``groups``;
+    returns its exit status (0: no exception)."""
     pid = os.fork()
     if pid == 0:
         try:
+            os.setgroups(list(groups))
             os.setgid(uid)
             os.setuid(uid)
             work()
@@ -116,6 +125,12 @@ def test_kernel1_clients_preserve_through_the_agent() -> None:
     assert as_user(1000, user_wants("other")) == 100 + errno.EPERM  # no rule allows it
     assert as_user(1000, user_wants("vm-root")) == 100 + errno.EPERM  # root's session
     assert as_user(2000, user_wants("vm-2000")) == 100 + errno.EPERM  # uid not in the rule
+    # Not in the socket's group: no connection at all (before: mode 0666).
+    assert as_user(3000, lambda: liveupdate.connect(SOCKET).close(), groups=()) == 100 + errno.EACCES
+    # A supplementary group counts (before: only the primary gid).
+    assert as_user(3001, user_wants("grp-1"), groups=(CLIENTS, 4243)) == 0
+    log = (OUT / "agent1.log").read_text()
+    assert "refused 'preserve' from pid" in log and "uid 2000: policy: uid 2000 may not own" in log, log
 
     with liveupdate.connect(SOCKET) as agent:
         big = memfd_with(data(3, 96 * MIB))
@@ -176,6 +191,31 @@ def test_kernel1_agent_survives_bad_clients() -> None:
     wait_for_agent("agent1.log")
     assert "cannot accept a client" in (OUT / "agent1.log").read_text()
 
+    # A client that asks and never reads its replies: the others are answered
+    # meanwhile, and it is dropped once its oldest reply waited 5 s (before:
+    # the agent waited up to 5 s on each reply to it, and every client with it).
+    slow = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    slow.connect(SOCKET)
+    slow.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(1000):
+            slow.send(b'{"op": "status"}')
+    with liveupdate.connect(SOCKET) as agent:
+        for _ in range(20):
+            assert agent.status()["state"] == "normal"
+    assert "read no reply" not in (OUT / "agent1.log").read_text()  # answered before the slow one's drop
+    deadline = time.monotonic() + PATIENCE
+    while "read no reply for 5 s" not in (OUT / "agent1.log").read_text():
+        assert time.monotonic() < deadline, (OUT / "agent1.log").read_text()
+        time.sleep(0.2)
+    slow.setblocking(True)
+    # What was sent before the drop, then the end: EOF, or a reset (the agent
+    # closed with requests of this client unread).
+    with contextlib.suppress(ConnectionResetError):
+        while slow.recv(protocol.MAX_MESSAGE):
+            pass
+    slow.close()
+
     # A client that asks and leaves before the reply: its fd is preserved all the same.
     fd = memfd_with(b"left early")
     raw = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -204,9 +244,86 @@ def test_kernel1_agent_survives_bad_clients() -> None:
     done = cli("session", "list", "--json")
     assert done.returncode == 0
     sessions = {s["name"]: s for s in json.loads(done.stdout)["sessions"]}
-    assert set(sessions) == {"vm-root", "vm-user"} and sessions["vm-root"]["tokens"] == [1, 2, 3]
+    assert set(sessions) == {"vm-root", "vm-user", "grp-1"} and sessions["vm-root"]["tokens"] == [1, 2, 3]
     status = json.loads(cli("status", "--json").stdout)
     assert (status["state"], status["device"]) == ("normal", "busy")
+
+
+def random_message(rng: random.Random) -> bytes:
+    """Anything a client could send: noise, broken or deep JSON, or a plausible request gone wrong."""
+    kind = rng.randrange(6)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 2048))
+    if kind == 1:
+        return rng.choice([b"[", b"{", b'{"op":']) * rng.randrange(1, 20000)
+    if kind == 2:
+        return b'{"op": "' + rng.randbytes(rng.randrange(64)) + b'"}'
+    if kind == 3:
+        return json.dumps({"op": "status"}).encode()[: rng.randrange(1, 16)]  # cut short
+    # No rule allows "fuzz-*": whatever the fuzzer sends, it cannot add a session or a file.
+    values: list[Any] = [None, True, -1, 0, 1, 2**64, 1.5, "fuzz-nope", "vm-" + "x" * 80, "", [], [-1], {}, "\udc80"]
+    fields = {k: rng.choice(values) for k in rng.sample(["session", "token", "deps", "event", "op"], rng.randrange(5))}
+    fields["op"] = rng.choice(["hello", "status", "list", "preserve", "retrieve", "event", "dance", 7, None])
+    return json.dumps(fields).encode(errors="surrogatepass")
+
+
+def random_fds(rng: random.Random) -> list[int]:
+    kind = rng.randrange(4)
+    if kind == 0:
+        return []
+    if kind == 1:
+        return list(os.pipe())[: rng.randrange(1, 3)]
+    if kind == 2:
+        return [os.open("/dev/null", os.O_RDONLY)]
+    return [memfd_with(b"fuzz")]
+
+
+@pytest.mark.stage(1)
+def test_kernel1_protocol_fuzz() -> None:
+    """Random messages, fds and connections for a bounded time (LU_AGENT_FUZZ_SECONDS,
+    default 20; seeded, LU_AGENT_FUZZ_SEED replays): then the agent still serves a
+    good client and holds exactly the sessions it held before."""
+    seed = int(os.environ.get("LU_AGENT_FUZZ_SEED", time.time_ns()))
+    rng = random.Random(seed)
+    print(f"agent fuzz seed {seed} (replay with LU_AGENT_FUZZ_SEED={seed})")
+    with liveupdate.connect(SOCKET) as agent:
+        before = agent.sessions()
+    conns: list[socket.socket] = []
+    sent = opened = 0
+    end = time.monotonic() + float(os.environ.get("LU_AGENT_FUZZ_SECONDS", "20"))
+    while time.monotonic() < end:
+        if not conns or rng.randrange(8) == 0:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            conn.connect(SOCKET)
+            conn.setblocking(False)
+            conns.append(conn)
+            opened += 1
+        conn = rng.choice(conns)
+        message, fds = random_message(rng), random_fds(rng)
+        try:
+            with contextlib.suppress(BlockingIOError):
+                if fds:
+                    socket.send_fds(conn, [message], fds)
+                else:
+                    conn.send(message)
+                sent += 1
+            with contextlib.suppress(BlockingIOError):
+                while rng.randrange(2):  # read some replies, leave others
+                    socket.recv_fds(conn, protocol.MAX_MESSAGE + 1, 4)
+        except OSError:  # dropped as slow, or a message too large: a new client next time
+            conns.remove(conn)
+            conn.close()
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if len(conns) > 32 or rng.randrange(16) == 0:
+            conns.pop(rng.randrange(len(conns))).close()
+    for conn in conns:
+        conn.close()
+    print(f"agent fuzz: {sent} messages, {opened} connections")
+    with liveupdate.connect(SOCKET) as agent:
+        assert agent.status()["state"] == "normal"
+        assert agent.sessions() == before
 
 
 @pytest.mark.stage(2)
@@ -214,12 +331,19 @@ def test_kernel2_clients_get_their_files_back() -> None:
     steps = [json.loads(line)["step"] for line in (OUT / "agent_kexec.json").read_text().splitlines()]
     assert steps == ["loaded", "prepared", "frozen", "kexec"]
     start_agent("agent2.log")
-    assert "took over 2 sessions" in (OUT / "agent2.log").read_text()
+    assert "took over 3 sessions" in (OUT / "agent2.log").read_text()
 
-    # Into a process: the command gets the memfd as fd 3.
+    # A misspelled command: refused before anything is taken (before: the file was
+    # handed out, counted as claimed, and lost with the CLI's exit).
+    done = cli_process("session", "retrieve", "vm-root", "3", "--exec", "/no/such/qemu")
+    assert done.returncode == 127 and "no such command" in done.stderr, done.stderr
+    # Into a process: the CLI becomes the command (same pid: LISTEN_PID), which
+    # gets the memfd as fd 3; the caller's own LISTEN_* are not passed on.
     done = cli_process("session", "retrieve", "vm-root", "3", "--exec", sys.executable, "-c",
-               "import os; print(os.pread(3, 20, 0).decode(), os.environ['LISTEN_FDS'])")
-    assert (done.returncode, done.stdout.strip()) == (0, "preserved by the CLI 1"), done.stderr
+                       "import os; e = os.environ; print(os.pread(3, 20, 0).decode(), e['LISTEN_FDS'],"
+                       " e['LISTEN_PID'] == str(os.getpid()), e['LISTEN_FDNAMES'])",
+                       env={"LISTEN_FDS": "4", "LISTEN_FDNAMES": "stale", "LISTEN_PID": "1"})
+    assert (done.returncode, done.stdout.strip()) == (0, "preserved by the CLI 1 True vm-root-3"), done.stderr
 
     out = Path("/tmp/left-early")
     done = cli("session", "retrieve", "vm-root", "2", "--output", str(out), "--json")
@@ -228,6 +352,10 @@ def test_kernel2_clients_get_their_files_back() -> None:
     assert out.read_bytes() == b"left early"
     done = cli("session", "retrieve", "vm-root", "9", "--output", str(out), "--json")
     assert done.returncode == 1 and json.loads(done.stdout)["errno"] == errno.ENOENT
+
+    # The policy lets uid 1000 own vm-* sessions, but vm-root was root's (before: handed out).
+    assert as_user(1000, lambda: liveupdate.connect(SOCKET).retrieve("vm-root", 1)) == 100 + errno.EPERM
+    assert "belongs to uid 0" in (OUT / "agent2.log").read_text()
 
     with liveupdate.connect(SOCKET) as agent:
         fd = agent.retrieve("vm-root", 1)
@@ -244,6 +372,13 @@ def test_kernel2_clients_get_their_files_back() -> None:
 
     assert as_user(2000, user_retrieves) == 100 + errno.EPERM
     assert as_user(1000, user_retrieves) == 0
+    assert as_user(3001, lambda: liveupdate.connect(SOCKET).retrieve("grp-1", 5), groups=(CLIENTS, 4243)) == 0
+
+    # All claimed, but within claim_grace a claimed file can still be had again
+    # (before: FINISH within a second, and a client that failed lost its file).
+    assert Path("/sys/class/misc/liveupdate/state").read_text().strip() == "updated"
+    with liveupdate.connect(SOCKET) as agent:
+        os.close(agent.retrieve("vm-root", 1))
 
     # Everything is claimed: the agent finishes the update by itself.
     deadline = time.monotonic() + PATIENCE
@@ -257,11 +392,57 @@ def test_kernel2_clients_get_their_files_back() -> None:
         agent.preserve("vm-late", memfd_with(data(4, 4 * MIB)), token=1)
 
 
+def start_activated_agent(log: str, finish_after: int, notify_path: str) -> socket.socket:
+    """The agent started as systemd starts liveupdated.service: its listening
+    socket (made here, root:CLIENTS 0660) passed as fd 3 with LISTEN_PID and
+    LISTEN_FDS, NOTIFY_SOCKET and a 2 s watchdog. Returns the notify socket."""
+    policy = Path("/tmp/policy.yaml")
+    policy.write_text(POLICY.format(finish_after=finish_after))
+    Path(SOCKET).parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(SOCKET)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(SOCKET)
+    os.chmod(SOCKET, 0o660)
+    os.chown(SOCKET, -1, CLIENTS)
+    listener.listen(16)
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(notify_path)
+    argv = [sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--json"]
+    wrapper = (f"import os, sys; os.dup2({listener.fileno()}, 3); os.environ['LISTEN_PID'] = str(os.getpid());"
+               f" os.execv(sys.executable, {argv!r})")
+    with open(OUT / log, "w") as out:
+        subprocess.Popen([sys.executable, "-c", wrapper], pass_fds=(listener.fileno(),), stdout=out,
+                         stderr=subprocess.STDOUT, start_new_session=True,
+                         env=os.environ | {"LISTEN_FDS": "1", "NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "2000000"})
+    listener.close()
+    return manager
+
+
+def notifications(manager: socket.socket, until: str) -> list[str]:
+    """What the agent told its service manager, up to the message that contains ``until``."""
+    manager.settimeout(PATIENCE)
+    seen = []
+    while not seen or until not in seen[-1]:
+        seen.append(manager.recv(4096).decode())
+    return seen
+
+
 @pytest.mark.stage(3)
 def test_kernel3_unclaimed_session_finished_at_the_deadline() -> None:
-    start_agent("agent3.log", 3, "--json")
+    """And the agent under a service manager: socket activation, READY=1 after
+    the take-over, STATUS= lines, watchdog pings."""
+    manager = start_activated_agent("agent3.log", 3, "/tmp/notify.sock")
+    told = notifications(manager, "READY=1")
+    assert told[-1] == "READY=1\nSTATUS=took over 1 sessions; serving clients", told
     first = (OUT / "agent3.log").read_text().splitlines()[0]
-    assert json.loads(first) == {"socket": SOCKET, "taken_over": 1}
+    assert json.loads(first) == {"socket": SOCKET, "activated": True, "taken_over": 1}
+    assert "WATCHDOG=1" in notifications(manager, "WATCHDOG=1")[-1]
+    told = notifications(manager, "STATUS=finished")
+    assert told[-1] == "STATUS=finished the update; holding 0 sessions", told
+    manager.close()
+    with liveupdate.connect(SOCKET) as agent:  # through the socket it was given
+        assert agent.status()["state"] == "normal"
     deadline = time.monotonic() + PATIENCE
     while Path("/sys/class/misc/liveupdate/state").read_text().strip() != "normal":
         assert time.monotonic() < deadline, (OUT / "agent3.log").read_text()

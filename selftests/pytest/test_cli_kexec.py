@@ -9,6 +9,7 @@ steps it reported, the UPDATED status, the data, and ``finish``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from conftest import PATIENCE, cli, cli_process
 
 from liveupdate import Device, hold_fds_until_kexec
+from liveupdate.watch import Watcher
 
 MIB = 1 << 20
 PARAMS = Path("/sys/module/liveupdate/parameters")
@@ -92,6 +94,14 @@ def test_kernel1_watch() -> None:
         assert (change["event"], change["state"]) in (("prepare", "prepared"), ("cancel", "normal"))
         assert change["devpath"].endswith("/liveupdate")
     assert cli("watch", "--count", "1", "--timeout", "1").returncode == 1
+
+    # A burst: every change is seen, in order (before: 7 sent, 4 seen).
+    with Watcher() as watching, Device() as dev:
+        for _ in range(4):
+            dev.prepare()
+            dev.cancel()
+        seen = [(c.event, c.state) for c in itertools.islice(watching.changes(timeout=5), 8)]
+    assert seen == [("prepare", "prepared"), ("cancel", "normal")] * 4
 
 
 @pytest.mark.stage(1)
