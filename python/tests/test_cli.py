@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -112,16 +113,27 @@ def test_exec_of_a_missing_command_takes_nothing(tmp_path: Path, capsys: pytest.
     assert "cannot run 'no-such-qemu': no such command" in capsys.readouterr().err
 
 
+def has_socket(pid: int) -> bool:
+    """Whether process ``pid`` has a socket open (its fds come and go meanwhile)."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd).startswith("socket:"):
+                return True
+    return False
+
+
 def test_ctrl_c_exits_130(installed: Path) -> None:
     """As a shell reports a command it interrupted."""
     env = os.environ | {"PYTHONPATH": str(installed)}
+    # SIGINT as a terminal would have it, even when this test runs in a background
+    # job (which ignores SIGINT, and Python then leaves it ignored).
     proc = subprocess.Popen([str(installed / "bin" / "liveupdate"), "watch"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # Into the loop that waits for uevents: once its netlink socket is open.
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(
-                os.readlink(fd).startswith("socket:") for fd in Path(f"/proc/{proc.pid}/fd").iterdir()):
+        while time.monotonic() < deadline and not has_socket(proc.pid):
             time.sleep(0.05)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
