@@ -47,7 +47,7 @@ static char test_miswrite_memfd[512];
 module_param_string(test_miswrite_memfd, test_miswrite_memfd,
 		    sizeof(test_miswrite_memfd), 0600);
 MODULE_PARM_DESC(test_miswrite_memfd,
-		 "testing: at kexec, write these memfds' headers wrong, checksums right: TOKEN:FIELD=VALUE or TOKEN:FIELD^=VALUE,... (FIELD: size, pos, seals, records_crc, nr_folios, folios_pages, folios_order, folios_first)");
+		 "testing: at kexec, write these memfds' headers wrong, checksums right: TOKEN:FIELD=VALUE or TOKEN:FIELD^=VALUE,... (FIELD: size, pos, seals, records_crc, nr_folios, folios_pages, folios_order, folios_first; VALUE \"table\": the page the next kernel frees first, the table's page list)");
 
 bool lu_debug_fail_prepare(u64 token)
 {
@@ -177,8 +177,11 @@ bool lu_debug_miswrite_memfd(u64 token, char *field, size_t len, u64 *value,
 			continue;
 		*name++ = 0;
 		*eq = 0;
-		if (kstrtou64(entry, 0, &t) || t != token ||
-		    kstrtou64(eq + 1, 0, value))
+		if (kstrtou64(entry, 0, &t) || t != token)
+			continue;
+		if (!strcmp(eq + 1, "table"))
+			*value = lu_kho_debug_table_page();
+		else if (kstrtou64(eq + 1, 0, value))
 			continue;
 		*xor = eq > name && eq[-1] == '^';
 		if (*xor)

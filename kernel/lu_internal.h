@@ -262,8 +262,9 @@ extern struct lu_file_handler lu_memfd_handler;
 /* lu_kho.c */
 u32 lu_crc(const void *p, size_t len, u32 crc);
 bool lu_phys_readable(phys_addr_t phys, size_t len);
+#define LU_READ_BOUNCE_SIZE	(2 * PAGE_SIZE)
 int lu_vmalloc_read(const struct kho_vmalloc *desc, void *dst, size_t len,
-		    u32 *crc, u32 *list_crc);
+		    u32 *crc, u32 *list_crc, void *bounce);
 int lu_kho_init(void);
 void lu_kho_exit(void);
 int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,
@@ -292,6 +293,7 @@ bool lu_debug_miswrite_memfd(u64 token, char *field, size_t len, u64 *value,
 			     bool *xor);
 void lu_memfd_debug_miswrite(struct lu_file *lf, void *data, u32 size);
 int lu_kho_debug_read_miswritten(const char *spec);
+phys_addr_t lu_kho_debug_table_page(void);
 void lu_debug_init(void);
 void lu_debug_exit(void);
 #else

@@ -22,6 +22,7 @@
 #include <linux/overflow.h>
 #include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
 #include "lu_internal.h"
@@ -114,8 +115,23 @@ bool lu_phys_readable(phys_addr_t phys, size_t len)
 	return true;
 }
 
-/* What lu_vmalloc_walk() does with each page it visits. */
-typedef int (*lu_page_fn)(void *ctx, phys_addr_t phys);
+/*
+ * Copies hand-over memory whose address is not proven yet: the page may be
+ * free, another's, or unmapped from the direct map (KFENCE, secretmem), so
+ * it is read without faulting and without KASAN's checks, as kmemleak
+ * reads memory it does not own. Return: 0 or -EFAULT.
+ */
+static int lu_read_unproven(void *dst, phys_addr_t phys, size_t len)
+{
+	return copy_from_kernel_nofault(dst, phys_to_virt(phys), len) ?
+	       -EFAULT : 0;
+}
+
+/*
+ * What lu_vmalloc_walk() does with each page it visits: @page is NULL for
+ * the area's pages, the walk's copy of the page for the list's pages.
+ */
+typedef int (*lu_page_fn)(void *ctx, phys_addr_t phys, const void *page);
 
 /*
  * Visits the pages of a vmalloc area preserved by kho_preserve_vmalloc()
@@ -124,12 +140,15 @@ typedef int (*lu_page_fn)(void *ctx, phys_addr_t phys);
  * in order, then @list (if any) for the page of the list that named them,
  * which @list may free. Every page is checked to be RAM before it is
  * visited, and a damaged list cannot make the walk longer than the area.
+ * With @chunk_buf (a page), the list is read through copies made by
+ * lu_read_unproven(); without, in place (our own area, or one checked
+ * before).
  *
  * Return: 0, what a visit returned, -ENXIO if the list is cut short or
- * too long, or -EFAULT for a page that is not RAM.
+ * too long, or -EFAULT for a page that is not RAM or cannot be read.
  */
 static int lu_vmalloc_walk(const struct kho_vmalloc *desc, lu_page_fn data,
-			   lu_page_fn list, void *ctx)
+			   lu_page_fn list, void *ctx, void *chunk_buf)
 {
 	unsigned long nr_chunks = 0, i = 0;
 	phys_addr_t next = desc->first.phys;
@@ -147,18 +166,24 @@ static int lu_vmalloc_walk(const struct kho_vmalloc *desc, lu_page_fn data,
 			return -ENXIO;
 		if (!lu_phys_readable(this, PAGE_SIZE))
 			return -EFAULT;
-		chunk = phys_to_virt(this);
+		if (chunk_buf) {
+			if (lu_read_unproven(chunk_buf, this, PAGE_SIZE))
+				return -EFAULT;
+			chunk = chunk_buf;
+		} else {
+			chunk = phys_to_virt(this);
+		}
 		for (slot = 0; slot < KHO_VMALLOC_SIZE &&
 			       i < desc->total_pages; slot++, i++) {
 			if (!lu_phys_readable(chunk->phys[slot], PAGE_SIZE))
 				return -EFAULT;
-			err = data(ctx, chunk->phys[slot]);
+			err = data(ctx, chunk->phys[slot], NULL);
 			if (err)
 				return err;
 		}
 		next = chunk->hdr.next.phys;
 		if (list) {
-			err = list(ctx, this);
+			err = list(ctx, this, chunk);
 			if (err)
 				return err;
 		}
@@ -169,32 +194,38 @@ static int lu_vmalloc_walk(const struct kho_vmalloc *desc, lu_page_fn data,
 
 struct lu_vmalloc_reader {
 	void *dst;
+	void *page_buf;
 	size_t left;
 	u32 crc;
 	u32 list_crc;
 };
 
-static int lu_vmalloc_read_page(void *ctx, phys_addr_t phys)
+static int lu_vmalloc_read_page(void *ctx, phys_addr_t phys,
+				const void *unused)
 {
 	struct lu_vmalloc_reader *r = ctx;
 	size_t n = min_t(size_t, r->left, PAGE_SIZE);
+	void *to = r->dst ?: r->page_buf;
 
 	if (!n)
 		return 0;
-	r->crc = lu_crc(phys_to_virt(phys), n, r->crc);
-	if (r->dst) {
-		memcpy(r->dst, phys_to_virt(phys), n);
+	if (!to)	/* our own area */
+		to = phys_to_virt(phys);
+	else if (lu_read_unproven(to, phys, n))
+		return -EFAULT;
+	r->crc = lu_crc(to, n, r->crc);
+	if (r->dst)
 		r->dst += n;
-	}
 	r->left -= n;
 	return 0;
 }
 
-static int lu_vmalloc_read_list(void *ctx, phys_addr_t phys)
+static int lu_vmalloc_read_list(void *ctx, phys_addr_t phys,
+				const void *page)
 {
 	struct lu_vmalloc_reader *r = ctx;
 
-	r->list_crc = lu_crc(phys_to_virt(phys), PAGE_SIZE, r->list_crc);
+	r->list_crc = lu_crc(page, PAGE_SIZE, r->list_crc);
 	return 0;
 }
 
@@ -205,29 +236,38 @@ static int lu_vmalloc_read_list(void *ctx, phys_addr_t phys)
  * @len:      bytes to read, at most the area's size
  * @crc:      set to the lu_crc() of those bytes
  * @list_crc: if not NULL, set to the lu_crc() of the area's page list
+ * @bounce:   LU_READ_BOUNCE_SIZE bytes for copies of pages on the way, or
+ *            NULL for our own area, read in place
  *
+ * The area may be damaged: every page is read with lu_read_unproven().
  * Nothing is restored or changed: a failure leaves the area as it was.
  *
  * Return: 0, -ENXIO for a page list cut short, too long or of the wrong
- * shape, or -EFAULT for a page that is not RAM.
+ * shape, or -EFAULT for a page that is not RAM or cannot be read.
  */
 int lu_vmalloc_read(const struct kho_vmalloc *desc, void *dst, size_t len,
-		    u32 *crc, u32 *list_crc)
+		    u32 *crc, u32 *list_crc, void *bounce)
 {
-	struct lu_vmalloc_reader r = { .dst = dst, .left = len };
+	struct lu_vmalloc_reader r = {
+		.dst = dst,
+		.page_buf = bounce ? bounce + PAGE_SIZE : NULL,
+		.left = len,
+	};
 	int err;
 
 	if (len > (size_t)desc->total_pages * PAGE_SIZE)
 		return -ENXIO;
 	err = lu_vmalloc_walk(desc, lu_vmalloc_read_page,
-			      list_crc ? lu_vmalloc_read_list : NULL, &r);
+			      list_crc ? lu_vmalloc_read_list : NULL, &r,
+			      bounce);
 	*crc = r.crc;
 	if (list_crc)
 		*list_crc = r.list_crc;
 	return err;
 }
 
-static int lu_vmalloc_free_page(void *ctx, phys_addr_t phys)
+static int lu_vmalloc_free_page(void *ctx, phys_addr_t phys,
+				const void *unused)
 {
 	struct page *page = kho_restore_pages(phys, 1);
 
@@ -244,7 +284,7 @@ static int lu_vmalloc_free_page(void *ctx, phys_addr_t phys)
 static void lu_vmalloc_release(const struct kho_vmalloc *desc)
 {
 	lu_vmalloc_walk(desc, lu_vmalloc_free_page, lu_vmalloc_free_page,
-			NULL);
+			NULL, NULL);
 }
 
 /**
@@ -465,7 +505,7 @@ void lu_kho_write_table(void)
 	table->reserved = 0;
 	lu_root->table_crc = lu_crc(lu_table, l.end, 0);
 	/* Our own area: the walk cannot fail. */
-	lu_vmalloc_read(&lu_table_kho, NULL, 0, &crc, &lu_root->list_crc);
+	lu_vmalloc_read(&lu_table_kho, NULL, 0, &crc, &lu_root->list_crc, NULL);
 	lu_root->table_bytes = l.end;
 	lu_root->table = lu_table_kho;
 	lu_info("handing over %u sessions with %u files, %u subsystems\n",
@@ -712,13 +752,13 @@ static const char *lu_kho_check_root(const struct lu_ser_root *root)
  * kernel's pages stay as they are. Return: why it is damaged, or NULL.
  */
 static const char *lu_kho_copy_table(const struct lu_ser_root *root,
-				     void *copy)
+				     void *copy, void *bounce)
 {
 	u32 crc, list_crc;
 	int err;
 
 	err = lu_vmalloc_read(&root->table, copy, root->table_bytes, &crc,
-			      &list_crc);
+			      &list_crc, bounce);
 	if (err == -EFAULT)
 		return "a page of it is not in RAM";
 	if (err)
@@ -816,10 +856,15 @@ int lu_kho_load_incoming(void)
 		return 0;
 	why = lu_kho_check_root(root);
 	if (!why) {
+		void *bounce __free(kfree) = kmalloc(LU_READ_BOUNCE_SIZE,
+						     GFP_KERNEL);
+
 		copy = kvmalloc(root->table_bytes, GFP_KERNEL);
-		if (!copy)
+		if (!copy || !bounce) {
+			kvfree(copy);
 			return -ENOMEM;
-		why = lu_kho_copy_table(root, copy);
+		}
+		why = lu_kho_copy_table(root, copy, bounce);
 	}
 	if (why) {
 		pr_err("liveupdate: hand-over table rejected: %s\n", why);
@@ -880,6 +925,17 @@ void lu_kho_abort_incoming(void)
 }
 
 #ifdef LU_DEBUG
+/**
+ * lu_kho_debug_table_page - test hook: a page the next kernel frees early
+ *
+ * Return: the first page of the hand-over table's page list, which the
+ * next kernel gives back as soon as the module has taken the table over.
+ */
+phys_addr_t lu_kho_debug_table_page(void)
+{
+	return lu_table_kho.first.phys;
+}
+
 struct lu_table_field {
 	const char *name;
 	size_t offset;

@@ -580,19 +580,21 @@ static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
 }
 
 /*
- * Reads the folio records in place, each page of the array and of its
+ * Reads the folio records in place (through copies: an address in a
+ * damaged page list may name any page), each page of the array and of its
  * page list checked to be RAM first, and compares their checksum with
  * the header's. Only then may an address in them be given to KHO.
  * Return: why they are damaged, or NULL.
  */
-static const char *lu_memfd_verify_records(const struct lu_ser_memfd *ser)
+static const char *lu_memfd_verify_records(const struct lu_ser_memfd *ser,
+					   void *bounce)
 {
 	u32 crc;
 	int err;
 
 	err = lu_vmalloc_read(&ser->folios, NULL,
 			      ser->nr_folios * sizeof(struct lu_ser_folio),
-			      &crc, NULL);
+			      &crc, NULL, bounce);
 	if (err == -EFAULT)
 		return "folio array page missing";
 	if (err)
@@ -685,19 +687,26 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 {
 	struct lu_memfd *m = lf->priv;
 	const char *why;
+	void *bounce;
 
 	if (m)
 		return 0;
+	/* Both allocated before anything is decided: a failure changes nothing. */
+	bounce = kmalloc(LU_READ_BOUNCE_SIZE, GFP_KERNEL);
 	m = kzalloc_obj(*m, GFP_KERNEL);
-	if (!m)
+	if (!bounce || !m) {
+		kfree(bounce);
+		kfree(m);
 		return -ENOMEM;
+	}
 	m->ser = lf->data.ptr;
 	lf->priv = m;
-	if (lf->data.size != sizeof(*m->ser)) {
-		lu_memfd_damaged(m, lf->token, "header of the wrong size");
-		return -EIO;
-	}
-	why = lu_memfd_check(m->ser) ?: lu_memfd_verify_records(m->ser);
+	if (lf->data.size != sizeof(*m->ser))
+		why = "header of the wrong size";
+	else
+		why = lu_memfd_check(m->ser) ?:
+		      lu_memfd_verify_records(m->ser, bounce);
+	kfree(bounce);
 	if (why) {
 		lu_memfd_damaged(m, lf->token, why);
 		return -EIO;

@@ -11,6 +11,12 @@ when every file was claimed and the policy's claim_grace passed since the
 last claim (until then a claimed file can be retrieved again: a client
 that failed with it loses nothing), or at the policy's deadline.
 
+Under systemd, the agent keeps duplicates of what it holds in the
+service's fd store (daemon.py): every session fd, and its registries as
+memfds. If it crashes or is killed, systemd passes them back at the
+restart and adopt() takes them, so nothing is lost; without systemd, a
+restart loses what the agent held.
+
 Clients are identified once, when they connect (peer.py): credentials,
 supplementary groups and systemd system unit. Every refusal is logged.
 The socket is mode 0660, owned by root and by the group given with
@@ -45,6 +51,27 @@ log = logging.getLogger("liveupdated")
 REGISTRY_SESSION = "liveupdated"
 REGISTRY_TOKEN = 1
 REGISTRY_SIZE = 1 << 20
+# Names in the fd store: the registries, and sessions by direction and name
+# (hex: FDNAME allows no ":" and no control characters).
+STORED_REGISTRY = "registry"
+STORED_INCOMING = "registry-in"
+
+
+def stored_name(session: Session) -> str:
+    return f"{'in' if session.incoming else 'out'}-{session.name.encode().hex()}"
+
+
+def _registry_memfd(name: str, raw: bytes) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.ftruncate(fd, REGISTRY_SIZE)
+    os.pwrite(fd, raw, 0)
+    return fd
+
+
+def _read_registry(fd: int) -> dict[str, Any]:
+    raw = os.pread(fd, REGISTRY_SIZE, 0).split(b"\0", 1)[0]
+    entries: dict[str, Any] = json.loads(raw or b"{}")
+    return entries
 
 
 # A client may have this many replies waiting before the agent stops reading
@@ -87,6 +114,7 @@ class Agent:
         self.incoming: dict[str, Held] = {}
         self.registry: int | None = None  # memfd of the outgoing registry
         self.registry_session: Session | None = None
+        self.incoming_registry: int | None = None  # memfd: the incoming sessions' registry
         self.finish_at: float | None = None
         self.last_claim = 0.0  # time.monotonic() of the last file handed back
         self.sel = selectors.DefaultSelector()
@@ -125,20 +153,65 @@ class Agent:
         except LiveUpdateError as e:
             if e.errno == errno.ENOENT:
                 return 0
+            if e.errno == errno.EINVAL:  # retrieved by an agent before this one, with no fd store
+                log.error("the previous kernel's sessions were taken by an earlier agent, and lost with it")
+                return 0
             raise
         fd = registry.retrieve(REGISTRY_TOKEN)
-        raw = os.pread(fd, REGISTRY_SIZE, 0).split(b"\0", 1)[0]
-        os.close(fd)
-        for name, entry in json.loads(raw or b"{}").items():
+        entries = _read_registry(fd)
+        for name, entry in entries.items():
             try:
                 session = self.dev.retrieve_session(name)
             except LiveUpdateError as e:
                 log.error("session %r of the registry: %s", name, e)
                 continue
             self.incoming[name] = Held(session, entry["owner"], {int(t): n for t, n in entry["files"].items()})
+            daemon.store_fd(stored_name(session), session.fileno())
+        # The registry itself, for a restart before FINISH (adopt()).
+        daemon.store_fd(STORED_INCOMING, fd)
+        self.incoming_registry = fd
         registry.close()
         self.finish_at = time.monotonic() + self.policy.finish_after
         return len(self.incoming)
+
+    # -- a restart: take back what the service manager kept --------------------
+
+    def adopt(self, stored: dict[str, list[int]]) -> tuple[int, int]:
+        """Take the sessions and registries passed back from the fd store (LISTEN_FDNAMES);
+        returns how many outgoing and incoming sessions were adopted."""
+        def registry(name: str) -> tuple[int | None, dict[str, Any]]:
+            fds = stored.pop(name, [])
+            for extra in fds[1:]:
+                os.close(extra)
+            return (fds[0], _read_registry(fds[0])) if fds else (None, {})
+
+        self.registry, outgoing = registry(STORED_REGISTRY)
+        self.incoming_registry, incoming = registry(STORED_INCOMING)
+        for fdname, fds in stored.items():
+            kind, _, hexname = fdname.partition("-")
+            for extra in fds[1:]:
+                os.close(extra)
+            try:
+                name = bytes.fromhex(hexname).decode()
+            except ValueError:
+                name = ""
+            entries = outgoing if kind == "out" else incoming if kind == "in" else {}
+            session = Session(fds[0], name, kind == "in")
+            if kind == "out" and name == REGISTRY_SESSION and self.registry is not None:
+                self.registry_session = session
+            elif name in entries:
+                entry = entries[name]
+                held = Held(session, entry["owner"], {int(t): n for t, n in entry["files"].items()})
+                (self.incoming if session.incoming else self.outgoing)[name] = held
+            else:  # not in its registry: nobody to hand it to
+                log.error("fd store: %r is in no registry; dropped", fdname)
+                daemon.unstore_fd(fdname)
+                session.close()
+        if self.incoming:
+            self.finish_at = time.monotonic() + self.policy.finish_after
+        log.info("adopted %d outgoing and %d incoming sessions from the fd store",
+                 len(self.outgoing), len(self.incoming))
+        return len(self.outgoing), len(self.incoming)
 
     def _maybe_finish(self) -> None:
         if self.finish_at is None:
@@ -155,8 +228,13 @@ class Agent:
     def _forget_incoming(self) -> None:
         """After FINISH: the incoming sessions are empty; close them."""
         for held in self.incoming.values():
+            daemon.unstore_fd(stored_name(held.session))
             held.session.close()
         self.incoming.clear()
+        if self.incoming_registry is not None:
+            daemon.unstore_fd(STORED_INCOMING)
+            os.close(self.incoming_registry)
+            self.incoming_registry = None
         self.finish_at = None
 
     # -- the old kernel: hold sessions for clients ------------------------------
@@ -167,13 +245,13 @@ class Agent:
         if len(raw) > REGISTRY_SIZE:
             raise LiveUpdateError(errno.ENOSPC, "registry", "too many sessions for the agent's registry")
         if self.registry is None:
-            fd = os.memfd_create("liveupdated-registry", os.MFD_CLOEXEC)
-            os.ftruncate(fd, REGISTRY_SIZE)
-            os.pwrite(fd, raw, 0)
+            fd = _registry_memfd("liveupdated-registry", raw)
             session = self.dev.create_session(REGISTRY_SESSION)
             session.preserve(fd, REGISTRY_TOKEN)
             self.registry = fd
             self.registry_session = session
+            daemon.store_fd(stored_name(session), session.fileno())
+            daemon.store_fd(STORED_REGISTRY, fd)
         else:
             os.pwrite(self.registry, raw, 0)
 
@@ -207,6 +285,8 @@ class Agent:
         self.outgoing[name] = held
         held.files[token] = size
         self._write_registry()
+        if created:  # the registry names it first: adopt() takes only what it names
+            daemon.store_fd(stored_name(held.session), held.session.fileno())
         return {"ok": True}
 
     def _retrieve(self, peer: Peer, msg: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:

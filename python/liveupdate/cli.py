@@ -159,12 +159,15 @@ def group_id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"no group {text!r}") from None
 
 
-def activated_listener() -> socket.socket | None:
-    """The listening SOCK_SEQPACKET socket passed by socket activation, if any."""
-    for fds in daemon.listen_fds().values():
+def activated_listener(passed: dict[str, list[int]]) -> socket.socket | None:
+    """Takes the listening SOCK_SEQPACKET socket out of the fds systemd passed, if any."""
+    for name, fds in passed.items():
         for fd in fds:
             sock = socket.socket(fileno=fd)
             if sock.type == socket.SOCK_SEQPACKET and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                fds.remove(fd)
+                if not fds:
+                    del passed[name]
                 return sock
             sock.detach()
     return None
@@ -175,13 +178,16 @@ def cmd_agent(args: argparse.Namespace, out: Output) -> int:
     from .policy import load_policy
 
     setup_daemon_logging()
-    listener = activated_listener()
+    passed = daemon.listen_fds()
+    listener = activated_listener(passed)
     agent = Agent(load_policy(args.policy), args.socket, args.socket_group, listener)
-    taken = agent.take_over()
+    # A restart: the fd store gives back what the agent held; else a new kernel's take-over.
+    held, incoming = agent.adopt(passed) if passed else (0, 0)
+    taken = incoming or agent.take_over()
     where = "the socket systemd passed" if listener is not None else args.socket
-    out.result({"socket": args.socket, "activated": listener is not None, "taken_over": taken},
-               f"liveupdated: listening on {where}; took over {taken} sessions")
-    daemon.notify(f"READY=1\nSTATUS=took over {taken} sessions; serving clients")
+    out.result({"socket": args.socket, "activated": listener is not None, "taken_over": taken, "adopted": held},
+               f"liveupdated: listening on {where}; took over {taken} sessions, kept {held}")
+    daemon.notify(f"READY=1\nSTATUS=took over {taken} sessions, kept {held}; serving clients")
     agent.serve()
     return EXIT_OK
 

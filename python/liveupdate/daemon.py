@@ -1,9 +1,12 @@
-"""The service manager's side of the agent: socket activation and sd_notify.
+"""The service manager's side of the agent: socket activation, sd_notify and
+the fd store.
 
-Both are systemd's documented protocols (sd_listen_fds(3), sd_notify(3)),
-spoken directly: fds passed from 3 on with LISTEN_PID and LISTEN_FDS, and
-datagrams to NOTIFY_SOCKET. Without systemd every function here does
-nothing and says so by its return value.
+All are systemd's documented protocols (sd_listen_fds(3), sd_notify(3)),
+spoken directly: fds passed from 3 on with LISTEN_PID, LISTEN_FDS and
+LISTEN_FDNAMES, and datagrams to NOTIFY_SOCKET, some carrying fds for the
+store (FDSTORE=1), which the manager passes back, named, at the next start.
+Without systemd every function here does nothing and says so by its
+return value.
 """
 
 from __future__ import annotations
@@ -56,3 +59,13 @@ def watchdog_interval() -> float | None:
     if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 2e6
+
+
+def store_fd(name: str, fd: int) -> bool:
+    """Keep a duplicate of ``fd`` in the manager's fd store under ``name`` (FDSTORE=1)."""
+    return notify(f"FDSTORE=1\nFDNAME={name}", [fd])
+
+
+def unstore_fd(name: str) -> bool:
+    """Drop what the fd store keeps under ``name``."""
+    return notify(f"FDSTOREREMOVE=1\nFDNAME={name}")

@@ -57,9 +57,9 @@ def test_socket_activation(tmp_path: Path) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(str(tmp_path / "sock"))
     listener.listen(1)
-    code = ("import json, os; from liveupdate import cli, daemon; s = cli.activated_listener();"
-            " print(json.dumps([s.fileno(), s.getsockname(), os.get_inheritable(3),"
-            " sorted(k for k in os.environ if k.startswith('LISTEN_'))]))")
+    code = ("import json, os; from liveupdate import cli, daemon; p = daemon.listen_fds();"
+            " s = cli.activated_listener(p); print(json.dumps([s.fileno(), s.getsockname(), os.get_inheritable(3),"
+            " sorted(k for k in os.environ if k.startswith('LISTEN_')), p]))")
     # What systemd does between fork and exec: the fd at 3, LISTEN_PID the process's own.
     wrapper = (f"import os, sys; os.dup2({listener.fileno()}, 3); os.environ |= {{'LISTEN_PID': str(os.getpid()),"
                f" 'LISTEN_FDS': '1', 'LISTEN_FDNAMES': 'agent.sock'}}; os.execv(sys.executable, [sys.executable,"
@@ -68,4 +68,4 @@ def test_socket_activation(tmp_path: Path) -> None:
                           text=True, env=os.environ | {"PYTHONPATH": str(PACKAGE)})
     listener.close()
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == [3, str(tmp_path / "sock"), False, []]
+    assert json.loads(done.stdout) == [3, str(tmp_path / "sock"), False, [], {}]

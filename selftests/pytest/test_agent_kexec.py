@@ -20,9 +20,10 @@ import os
 import random
 import resource
 import socket
-import struct
+import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,14 +66,16 @@ def memfd_with(payload: bytes) -> int:
     return fd
 
 
-def start_agent(log: str, finish_after: int = 120, *options: str) -> None:
+def start_agent(log: str) -> subprocess.Popen[bytes]:
+    """The agent without a service manager: it makes its own socket."""
     policy = Path("/tmp/policy.yaml")
-    policy.write_text(POLICY.format(finish_after=finish_after))
+    policy.write_text(POLICY.format(finish_after=120))
     with open(OUT / log, "w") as out:
-        subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket", SOCKET,
-                          "--socket-group", str(CLIENTS), *options], stdout=out, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+        agent = subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket",
+                                  SOCKET, "--socket-group", str(CLIENTS)], stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
     wait_for_agent(log)
+    return agent
 
 
 def wait_for_agent(log: str) -> None:
@@ -105,9 +108,98 @@ def as_user(uid: int, work: Callable[[], None], groups: tuple[int, ...] = (CLIEN
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+class ServiceManager:
+    """systemd's side of liveupdated.service, played by the test: the agent's
+    listening socket (root:CLIENTS 0660, kept open as a socket unit keeps it),
+    a notify socket read by a thread (messages; FDSTORE=1 fds kept by name,
+    FDSTOREREMOVE=1), and starts that pass the socket and the stored fds with
+    LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, as after a crash and restart."""
+
+    def __init__(self, notify_path: str, watchdog_usec: int = 0) -> None:
+        Path(SOCKET).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(SOCKET)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind(SOCKET)
+        os.chmod(SOCKET, 0o660)
+        os.chown(SOCKET, -1, CLIENTS)
+        self.listener.listen(16)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(notify_path)
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(notify_path)
+        self.env = {"NOTIFY_SOCKET": notify_path} | ({"WATCHDOG_USEC": str(watchdog_usec)} if watchdog_usec else {})
+        self.messages: list[str] = []
+        self.store: dict[str, list[int]] = {}
+        self.changed = threading.Condition()
+        self.proc: subprocess.Popen[bytes] | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            data, fds, _, _ = socket.recv_fds(self.notify, 4096, 16)
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            with self.changed:
+                if fields.get("FDSTORE") == "1":
+                    self.store.setdefault(fields.get("FDNAME", "stored"), []).extend(fds)
+                else:
+                    for fd in fds:
+                        os.close(fd)
+                    if fields.get("FDSTOREREMOVE") == "1":
+                        for fd in self.store.pop(fields.get("FDNAME", ""), []):
+                            os.close(fd)
+                self.messages.append(data.decode())
+                self.changed.notify_all()
+
+    def wait_for(self, text: str, since: int = 0) -> str:
+        """The first message from index ``since`` on that contains ``text``."""
+        with self.changed:
+            found = self.changed.wait_for(
+                lambda: next((m for m in self.messages[since:] if text in m), None), timeout=PATIENCE)
+            assert found, self.messages
+            return found
+
+    def start(self, log: str, finish_after: int = 120) -> int:
+        """Start the agent; returns the index of its first message (for wait_for)."""
+        policy = Path("/tmp/policy.yaml")
+        policy.write_text(POLICY.format(finish_after=finish_after))
+        with self.changed:
+            since = len(self.messages)
+            passed = [("agent.sock", self.listener.fileno())] + [(n, fd) for n, fds in self.store.items() for fd in fds]
+        names = ":".join(n for n, _ in passed)
+        argv = [sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--json"]
+        # Between fork and exec, as systemd: the fds at 3, 4, ... and LISTEN_PID the agent's own.
+        wrapper = (f"import fcntl, os, sys; high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1000) for fd in"
+                   f" {[fd for _, fd in passed]!r}]; [os.dup2(fd, 3 + i) for i, fd in enumerate(high)];"
+                   f" os.environ |= {{'LISTEN_PID': str(os.getpid()), 'LISTEN_FDS': '{len(passed)}',"
+                   f" 'LISTEN_FDNAMES': '{names}'}}; os.execv(sys.executable, {argv!r})")
+        with open(OUT / log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-c", wrapper], pass_fds=[fd for _, fd in passed],
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env=os.environ | self.env)
+        return since
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+MANAGER: ServiceManager | None = None
+
+
 @pytest.mark.stage(1)
 def test_kernel1_clients_preserve_through_the_agent() -> None:
-    start_agent("agent1.log")
+    # On its own, the agent makes its socket root:GROUP 0660 (before: 0666).
+    plain = start_agent("agent0.log")
+    st = os.stat(SOCKET)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o660, 0, CLIENTS)
+    plain.kill()
+    plain.wait()
+
+    global MANAGER
+    MANAGER = ServiceManager("/tmp/notify.sock")
+    MANAGER.wait_for("READY=1", MANAGER.start("agent1.log"))
     root_fd = memfd_with(data(1, 16 * MIB))
     with liveupdate.connect(SOCKET) as agent:
         agent.preserve("vm-root", root_fd, token=1)
@@ -172,8 +264,9 @@ def test_kernel1_agent_survives_bad_clients() -> None:
         assert "vm-" + "x" * 70 not in {s["name"] for s in agent.sessions()}
 
     # Out of fds: the agent stops accepting for a moment instead of dying.
-    with liveupdate.connect(SOCKET) as agent:
-        pid = struct.unpack("3i", agent.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    # (Not SO_PEERCRED: the socket was made and listened on by the service manager.)
+    assert MANAGER is not None and MANAGER.proc is not None
+    pid = MANAGER.proc.pid
     limit = resource.prlimit(pid, resource.RLIMIT_NOFILE, (32, 32))
     flood = []
     try:
@@ -326,12 +419,39 @@ def test_kernel1_protocol_fuzz() -> None:
         assert agent.sessions() == before
 
 
+@pytest.mark.stage(1)
+def test_kernel1_a_killed_agent_loses_nothing() -> None:
+    """SIGKILL: the service manager's fd store kept a duplicate of every session
+    fd and the registry, and the restarted agent adopts them (before: every
+    session it held was closed, and in NORMAL unpreserved)."""
+    assert MANAGER is not None
+    with liveupdate.connect(SOCKET) as agent:
+        before = agent.sessions()
+    stored = set(MANAGER.store)
+    assert {"registry", "out-" + b"liveupdated".hex()} <= stored, stored
+    assert {"out-" + s["name"].encode().hex() for s in before} <= stored, stored
+    MANAGER.kill()
+    told = MANAGER.wait_for("READY=1", MANAGER.start("agent1b.log"))
+    assert "took over 0 sessions, kept 3" in told, told
+    with liveupdate.connect(SOCKET) as agent:
+        assert agent.sessions() == before
+    # The plan's `liveupdate kexec` drives this agent.
+
+
 @pytest.mark.stage(2)
 def test_kernel2_clients_get_their_files_back() -> None:
     steps = [json.loads(line)["step"] for line in (OUT / "agent_kexec.json").read_text().splitlines()]
     assert steps == ["loaded", "prepared", "frozen", "kexec"]
-    start_agent("agent2.log")
-    assert "took over 3 sessions" in (OUT / "agent2.log").read_text()
+    global MANAGER
+    MANAGER = ServiceManager("/tmp/notify.sock")
+    MANAGER.wait_for("READY=1", MANAGER.start("agent2.log"))
+    assert json.loads((OUT / "agent2.log").read_text().splitlines()[0])["taken_over"] == 3
+    # Killed right after the take-over: the incoming sessions and their registry
+    # were in the fd store (before: closing them finished them, and every file
+    # not claimed yet was freed).
+    MANAGER.kill()
+    told = MANAGER.wait_for("READY=1", MANAGER.start("agent2b.log"))
+    assert "took over 3 sessions, kept 0" in told, told
 
     # A misspelled command: refused before anything is taken (before: the file was
     # handed out, counted as claimed, and lost with the CLI's exit).
@@ -355,7 +475,7 @@ def test_kernel2_clients_get_their_files_back() -> None:
 
     # The policy lets uid 1000 own vm-* sessions, but vm-root was root's (before: handed out).
     assert as_user(1000, lambda: liveupdate.connect(SOCKET).retrieve("vm-root", 1)) == 100 + errno.EPERM
-    assert "belongs to uid 0" in (OUT / "agent2.log").read_text()
+    assert "belongs to uid 0" in (OUT / "agent2b.log").read_text()
 
     with liveupdate.connect(SOCKET) as agent:
         fd = agent.retrieve("vm-root", 1)
@@ -380,71 +500,27 @@ def test_kernel2_clients_get_their_files_back() -> None:
     with liveupdate.connect(SOCKET) as agent:
         os.close(agent.retrieve("vm-root", 1))
 
-    # Everything is claimed: the agent finishes the update by itself.
-    deadline = time.monotonic() + PATIENCE
-    while Path("/sys/class/misc/liveupdate/state").read_text().strip() != "normal":
-        assert time.monotonic() < deadline, (OUT / "agent2.log").read_text()
-        time.sleep(0.2)
-    assert "finish (all claimed)" in (OUT / "agent2.log").read_text()
+    # Everything is claimed: the agent finishes the update by itself, and says so.
+    MANAGER.wait_for("STATUS=finished")
+    assert Path("/sys/class/misc/liveupdate/state").read_text().strip() == "normal"
+    assert "finish (all claimed)" in (OUT / "agent2b.log").read_text()
 
     # For kernel 3: a session nobody will claim, carried by a plain kexec.
     with liveupdate.connect(SOCKET) as agent:
         agent.preserve("vm-late", memfd_with(data(4, 4 * MIB)), token=1)
 
 
-def start_activated_agent(log: str, finish_after: int, notify_path: str) -> socket.socket:
-    """The agent started as systemd starts liveupdated.service: its listening
-    socket (made here, root:CLIENTS 0660) passed as fd 3 with LISTEN_PID and
-    LISTEN_FDS, NOTIFY_SOCKET and a 2 s watchdog. Returns the notify socket."""
-    policy = Path("/tmp/policy.yaml")
-    policy.write_text(POLICY.format(finish_after=finish_after))
-    Path(SOCKET).parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(SOCKET)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind(SOCKET)
-    os.chmod(SOCKET, 0o660)
-    os.chown(SOCKET, -1, CLIENTS)
-    listener.listen(16)
-    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    manager.bind(notify_path)
-    argv = [sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--json"]
-    wrapper = (f"import os, sys; os.dup2({listener.fileno()}, 3); os.environ['LISTEN_PID'] = str(os.getpid());"
-               f" os.execv(sys.executable, {argv!r})")
-    with open(OUT / log, "w") as out:
-        subprocess.Popen([sys.executable, "-c", wrapper], pass_fds=(listener.fileno(),), stdout=out,
-                         stderr=subprocess.STDOUT, start_new_session=True,
-                         env=os.environ | {"LISTEN_FDS": "1", "NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "2000000"})
-    listener.close()
-    return manager
-
-
-def notifications(manager: socket.socket, until: str) -> list[str]:
-    """What the agent told its service manager, up to the message that contains ``until``."""
-    manager.settimeout(PATIENCE)
-    seen = []
-    while not seen or until not in seen[-1]:
-        seen.append(manager.recv(4096).decode())
-    return seen
-
-
 @pytest.mark.stage(3)
 def test_kernel3_unclaimed_session_finished_at_the_deadline() -> None:
     """And the agent under a service manager: socket activation, READY=1 after
     the take-over, STATUS= lines, watchdog pings."""
-    manager = start_activated_agent("agent3.log", 3, "/tmp/notify.sock")
-    told = notifications(manager, "READY=1")
-    assert told[-1] == "READY=1\nSTATUS=took over 1 sessions; serving clients", told
+    manager = ServiceManager("/tmp/notify.sock", watchdog_usec=2_000_000)
+    since = manager.start("agent3.log", finish_after=3)
+    assert manager.wait_for("READY=1", since) == "READY=1\nSTATUS=took over 1 sessions, kept 0; serving clients"
     first = (OUT / "agent3.log").read_text().splitlines()[0]
-    assert json.loads(first) == {"socket": SOCKET, "activated": True, "taken_over": 1}
-    assert "WATCHDOG=1" in notifications(manager, "WATCHDOG=1")[-1]
-    told = notifications(manager, "STATUS=finished")
-    assert told[-1] == "STATUS=finished the update; holding 0 sessions", told
-    manager.close()
+    assert json.loads(first) == {"socket": SOCKET, "activated": True, "taken_over": 1, "adopted": 0}
+    manager.wait_for("WATCHDOG=1", since)
+    assert manager.wait_for("STATUS=finished", since) == "STATUS=finished the update; holding 0 sessions"
     with liveupdate.connect(SOCKET) as agent:  # through the socket it was given
         assert agent.status()["state"] == "normal"
-    deadline = time.monotonic() + PATIENCE
-    while Path("/sys/class/misc/liveupdate/state").read_text().strip() != "normal":
-        assert time.monotonic() < deadline, (OUT / "agent3.log").read_text()
-        time.sleep(0.2)
     assert f"finish (deadline): released 1 files, {4 * MIB} bytes" in (OUT / "agent3.log").read_text()
