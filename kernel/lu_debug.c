@@ -49,6 +49,23 @@ module_param_string(test_miswrite_memfd, test_miswrite_memfd,
 MODULE_PARM_DESC(test_miswrite_memfd,
 		 "testing: at kexec, write these memfds' headers wrong, checksums right: TOKEN:FIELD=VALUE or TOKEN:FIELD^=VALUE,... (FIELD: size, pos, seals, records_crc, nr_folios, folios_pages, folios_order, folios_first; VALUE \"table\": the page the next kernel frees first, the table's page list)");
 
+/**
+ * lu_debug_write_field - store or XOR @value into a little-endian field
+ * @at:    the field
+ * @size:  its bytes; only the first 8 are written
+ * @value: the value
+ * @xor:   XOR @value in rather than store it
+ */
+void lu_debug_write_field(void *at, size_t size, u64 value, bool xor)
+{
+	size_t n = min(size, sizeof(u64));
+	__le64 old = 0, new;
+
+	memcpy(&old, at, n);
+	new = cpu_to_le64(xor ? le64_to_cpu(old) ^ value : value);
+	memcpy(at, &new, n);
+}
+
 bool lu_debug_fail_prepare(u64 token)
 {
 	return test_fail_prepare && token == test_fail_prepare;

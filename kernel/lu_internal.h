@@ -282,6 +282,18 @@ void lu_kho_abort_incoming(void);
 
 /* lu_debug.c: test hooks, in the debug build (LU_DEBUG=y) only */
 #ifdef LU_DEBUG
+/* A field of a hand-over structure, by name, for the damage hooks. */
+struct lu_debug_field {
+	const char *name;
+	size_t offset;
+	size_t size;
+};
+
+#define LU_DEBUG_FIELD(_name, _struct, _member)				\
+	{ _name, offsetof(struct _struct, _member),			\
+	  sizeof_field(struct _struct, _member) }
+
+void lu_debug_write_field(void *at, size_t size, u64 value, bool xor);
 bool lu_debug_fail_prepare(u64 token);
 bool lu_debug_fail_freeze(u64 token);
 void lu_debug_slow_retrieve(u64 token);

@@ -829,6 +829,18 @@ static struct lu_ser_root *lu_kho_incoming_root(void)
 /* Where the table came from, between a load and its commit or abort. */
 static struct lu_ser_root *lu_in_root;
 
+/* What a builder's EBADMSG means; lu_kho_check_table() names the rest. */
+static const char lu_build_refusal[] =
+	"duplicate session name or token, or dependency out of order";
+
+/* Forgets the sessions and subsystems lu_kho_build_incoming() built. */
+static void lu_kho_forget_built(void)
+{
+	lockdep_assert_held(&lu.lock);
+	lu_session_forget_incoming();
+	lu_subsystems_release_incoming();
+}
+
 /**
  * lu_kho_load_incoming - read what the previous kernel handed over
  *
@@ -882,7 +894,8 @@ int lu_kho_load_incoming(void)
 			       err);
 			return err;
 		}
-		pr_err("liveupdate: hand-over table rejected: duplicate session name or token, or dependency out of order\n");
+		pr_err("liveupdate: hand-over table rejected: %s\n",
+		       lu_build_refusal);
 		root->magic = LU_KHO_MAGIC_CONSUMED;
 		return 0;
 	}
@@ -919,8 +932,7 @@ void lu_kho_commit_incoming(void)
 void lu_kho_abort_incoming(void)
 {
 	guard(mutex)(&lu.lock);
-	lu_session_forget_incoming();
-	lu_subsystems_release_incoming();
+	lu_kho_forget_built();
 	lu_in_root = NULL;
 }
 
@@ -936,52 +948,42 @@ phys_addr_t lu_kho_debug_table_page(void)
 	return lu_table_kho.first.phys;
 }
 
-struct lu_table_field {
-	const char *name;
-	size_t offset;
-	size_t size;
-};
-
-#define LU_FIELD(_struct, _member)					\
-	{ #_member, offsetof(struct _struct, _member),			\
-	  sizeof_field(struct _struct, _member) }
-
-static const struct lu_table_field lu_header_fields[] = {
-	LU_FIELD(lu_ser_table, nr_sessions),
-	LU_FIELD(lu_ser_table, nr_files),
-	LU_FIELD(lu_ser_table, nr_deps),
-	LU_FIELD(lu_ser_table, nr_subsystems),
-	LU_FIELD(lu_ser_table, data_bytes),
-	LU_FIELD(lu_ser_table, reserved),
+static const struct lu_debug_field lu_header_fields[] = {
+	LU_DEBUG_FIELD("nr_sessions", lu_ser_table, nr_sessions),
+	LU_DEBUG_FIELD("nr_files", lu_ser_table, nr_files),
+	LU_DEBUG_FIELD("nr_deps", lu_ser_table, nr_deps),
+	LU_DEBUG_FIELD("nr_subsystems", lu_ser_table, nr_subsystems),
+	LU_DEBUG_FIELD("data_bytes", lu_ser_table, data_bytes),
+	LU_DEBUG_FIELD("reserved", lu_ser_table, reserved),
 	{}
 };
 
-static const struct lu_table_field lu_session_fields[] = {
-	LU_FIELD(lu_ser_session, name),
-	LU_FIELD(lu_ser_session, first_file),
-	LU_FIELD(lu_ser_session, nr_files),
+static const struct lu_debug_field lu_session_fields[] = {
+	LU_DEBUG_FIELD("name", lu_ser_session, name),
+	LU_DEBUG_FIELD("first_file", lu_ser_session, first_file),
+	LU_DEBUG_FIELD("nr_files", lu_ser_session, nr_files),
 	{}
 };
 
-static const struct lu_table_field lu_file_fields[] = {
-	LU_FIELD(lu_ser_file, token),
-	LU_FIELD(lu_ser_file, compatible),
-	LU_FIELD(lu_ser_file, first_dep),
-	LU_FIELD(lu_ser_file, nr_deps),
-	LU_FIELD(lu_ser_file, data_offset),
-	LU_FIELD(lu_ser_file, data_size),
+static const struct lu_debug_field lu_file_fields[] = {
+	LU_DEBUG_FIELD("token", lu_ser_file, token),
+	LU_DEBUG_FIELD("compatible", lu_ser_file, compatible),
+	LU_DEBUG_FIELD("first_dep", lu_ser_file, first_dep),
+	LU_DEBUG_FIELD("nr_deps", lu_ser_file, nr_deps),
+	LU_DEBUG_FIELD("data_offset", lu_ser_file, data_offset),
+	LU_DEBUG_FIELD("data_size", lu_ser_file, data_size),
 	{}
 };
 
-static const struct lu_table_field lu_dep_fields[] = {
+static const struct lu_debug_field lu_dep_fields[] = {
 	{ "token", 0, sizeof(u64) },
 	{}
 };
 
-static const struct lu_table_field lu_subsystem_fields[] = {
-	LU_FIELD(lu_ser_subsystem, name),
-	LU_FIELD(lu_ser_subsystem, data_offset),
-	LU_FIELD(lu_ser_subsystem, data_size),
+static const struct lu_debug_field lu_subsystem_fields[] = {
+	LU_DEBUG_FIELD("name", lu_ser_subsystem, name),
+	LU_DEBUG_FIELD("data_offset", lu_ser_subsystem, data_offset),
+	LU_DEBUG_FIELD("data_size", lu_ser_subsystem, data_size),
 	{}
 };
 
@@ -989,12 +991,12 @@ static const struct lu_table_field lu_subsystem_fields[] = {
  * Finds ARRAY.FIELD@INDEX in a table: the field's bytes and, for INDEX >
  * 0, the same field of the entry before. Return: the field, or NULL.
  */
-static const struct lu_table_field *
+static const struct lu_debug_field *
 lu_table_locate(void *table, const char *array, const char *field, u32 index,
 		u8 **at, u8 **prev)
 {
 	const struct lu_ser_table *header = table;
-	const struct lu_table_field *f;
+	const struct lu_debug_field *f;
 	struct lu_table_layout l;
 	size_t start, entry;
 	u32 count;
@@ -1056,7 +1058,7 @@ lu_table_locate(void *table, const char *array, const char *field, u32 index,
 int lu_kho_debug_read_miswritten(const char *spec)
 {
 	char buf[64], *field, *at_index, *kind;
-	const struct lu_table_field *f;
+	const struct lu_debug_field *f;
 	u8 *at, *prev;
 	const char *why;
 	void *copy;
@@ -1094,12 +1096,11 @@ int lu_kho_debug_read_miswritten(const char *spec)
 	} else if (!strcmp(kind, "ones")) {
 		memset(at, 0xff, f->size);
 	} else if (!strcmp(kind, "flip")) {
-		*at ^= 1;
+		lu_debug_write_field(at, f->size, 1, true);
 	} else if (!strcmp(kind, "prev") && prev) {
 		memcpy(at, prev, f->size);
 	} else if (kind[0] == '=' && !kstrtou64(kind + 1, 0, &value)) {
-		cpu_to_le64s(&value);
-		memcpy(at, &value, min(f->size, sizeof(value)));
+		lu_debug_write_field(at, f->size, value, false);
 	} else {
 		kvfree(copy);
 		return -EINVAL;
@@ -1107,10 +1108,9 @@ int lu_kho_debug_read_miswritten(const char *spec)
 	why = lu_kho_check_table(copy, lu_root->table_bytes);
 	err = why ? -EBADMSG : lu_kho_build_incoming(copy);
 	if (err == -EBADMSG && !why)
-		why = "duplicate session name or token, or dependency out of order";
+		why = lu_build_refusal;
 	kvfree(copy);
-	lu_session_forget_incoming();
-	lu_subsystems_release_incoming();
+	lu_kho_forget_built();
 	if (err == -EBADMSG)
 		pr_err("liveupdate: test: %s.%s@%u:%s: table rejected: %s\n",
 		       buf, field, index, kind, why);

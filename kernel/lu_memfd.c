@@ -900,23 +900,15 @@ void lu_memfd_debug_damage(struct lu_file *lf)
 	*at ^= 1 << (bit % 8);
 }
 
-#define LU_MEMFD_FIELD(_name, _member)					\
-	{ _name, offsetof(struct lu_ser_memfd, _member),		\
-	  sizeof_field(struct lu_ser_memfd, _member) }
-
-static const struct {
-	const char *name;
-	size_t offset;
-	size_t size;
-} lu_memfd_fields[] = {
-	LU_MEMFD_FIELD("size", size),
-	LU_MEMFD_FIELD("pos", pos),
-	LU_MEMFD_FIELD("seals", seals),
-	LU_MEMFD_FIELD("records_crc", records_crc),
-	LU_MEMFD_FIELD("nr_folios", nr_folios),
-	LU_MEMFD_FIELD("folios_pages", folios.total_pages),
-	LU_MEMFD_FIELD("folios_order", folios.order),
-	LU_MEMFD_FIELD("folios_first", folios.first.phys),
+static const struct lu_debug_field lu_memfd_fields[] = {
+	LU_DEBUG_FIELD("size", lu_ser_memfd, size),
+	LU_DEBUG_FIELD("pos", lu_ser_memfd, pos),
+	LU_DEBUG_FIELD("seals", lu_ser_memfd, seals),
+	LU_DEBUG_FIELD("records_crc", lu_ser_memfd, records_crc),
+	LU_DEBUG_FIELD("nr_folios", lu_ser_memfd, nr_folios),
+	LU_DEBUG_FIELD("folios_pages", lu_ser_memfd, folios.total_pages),
+	LU_DEBUG_FIELD("folios_order", lu_ser_memfd, folios.order),
+	LU_DEBUG_FIELD("folios_first", lu_ser_memfd, folios.first.phys),
 };
 
 /**
@@ -933,33 +925,19 @@ void lu_memfd_debug_miswrite(struct lu_file *lf, void *data, u32 size)
 {
 	char name[16];
 	unsigned int i;
-	u64 value, old;
+	u64 value;
 	bool xor;
-	void *at;
 
 	if (lf->handler != &lu_memfd_handler ||
 	    size != sizeof(struct lu_ser_memfd) ||
 	    !lu_debug_miswrite_memfd(lf->token, name, sizeof(name), &value,
 				     &xor))
 		return;
-	for (i = 0; i < ARRAY_SIZE(lu_memfd_fields); i++) {
-		if (strcmp(name, lu_memfd_fields[i].name))
-			continue;
-		at = data + lu_memfd_fields[i].offset;
-		switch (lu_memfd_fields[i].size) {
-		case 2:
-			old = *(u16 *)at;
-			*(u16 *)at = xor ? old ^ value : value;
-			break;
-		case 4:
-			old = *(u32 *)at;
-			*(u32 *)at = xor ? old ^ value : value;
-			break;
-		default:
-			old = *(u64 *)at;
-			*(u64 *)at = xor ? old ^ value : value;
-		}
-	}
+	for (i = 0; i < ARRAY_SIZE(lu_memfd_fields); i++)
+		if (!strcmp(name, lu_memfd_fields[i].name))
+			lu_debug_write_field(data + lu_memfd_fields[i].offset,
+					     lu_memfd_fields[i].size, value,
+					     xor);
 }
 #endif
 

@@ -61,13 +61,6 @@ def stored_name(session: Session) -> str:
     return f"{'in' if session.incoming else 'out'}-{session.name.encode().hex()}"
 
 
-def _registry_memfd(name: str, raw: bytes) -> int:
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    os.ftruncate(fd, REGISTRY_SIZE)
-    os.pwrite(fd, raw, 0)
-    return fd
-
-
 def _read_registry(fd: int) -> dict[str, Any]:
     raw = os.pread(fd, REGISTRY_SIZE, 0).split(b"\0", 1)[0]
     entries: dict[str, Any] = json.loads(raw or b"{}")
@@ -99,6 +92,14 @@ class Held:
     owner: int
     files: dict[int, int] = field(default_factory=dict)  # token -> bytes
     claimed: set[int] = field(default_factory=set)  # incoming: tokens handed back
+
+    @classmethod
+    def from_entry(cls, session: Session, entry: dict[str, Any]) -> Held:
+        """The session's holding as a registry entry (entry()) records it."""
+        return cls(session, entry["owner"], {int(t): n for t, n in entry["files"].items()})
+
+    def entry(self) -> dict[str, Any]:
+        return {"owner": self.owner, "files": self.files}
 
 
 class Agent:
@@ -165,7 +166,7 @@ class Agent:
             except LiveUpdateError as e:
                 log.error("session %r of the registry: %s", name, e)
                 continue
-            self.incoming[name] = Held(session, entry["owner"], {int(t): n for t, n in entry["files"].items()})
+            self.incoming[name] = Held.from_entry(session, entry)
             daemon.store_fd(stored_name(session), session.fileno())
         # The registry itself, for a restart before FINISH (adopt()).
         daemon.store_fd(STORED_INCOMING, fd)
@@ -179,29 +180,31 @@ class Agent:
     def adopt(self, stored: dict[str, list[int]]) -> tuple[int, int]:
         """Take the sessions and registries passed back from the fd store (LISTEN_FDNAMES);
         returns how many outgoing and incoming sessions were adopted."""
-        def registry(name: str) -> tuple[int | None, dict[str, Any]]:
-            fds = stored.pop(name, [])
+        # One fd per name: a name stored twice is the same file twice.
+        firsts = {}
+        for fdname, fds in stored.items():
+            firsts[fdname] = fds[0]
             for extra in fds[1:]:
                 os.close(extra)
-            return (fds[0], _read_registry(fds[0])) if fds else (None, {})
+
+        def registry(name: str) -> tuple[int | None, dict[str, Any]]:
+            fd = firsts.pop(name, None)
+            return (fd, _read_registry(fd)) if fd is not None else (None, {})
 
         self.registry, outgoing = registry(STORED_REGISTRY)
         self.incoming_registry, incoming = registry(STORED_INCOMING)
-        for fdname, fds in stored.items():
+        for fdname, fd in firsts.items():
             kind, _, hexname = fdname.partition("-")
-            for extra in fds[1:]:
-                os.close(extra)
             try:
                 name = bytes.fromhex(hexname).decode()
             except ValueError:
                 name = ""
             entries = outgoing if kind == "out" else incoming if kind == "in" else {}
-            session = Session(fds[0], name, kind == "in")
+            session = Session(fd, name, kind == "in")
             if kind == "out" and name == REGISTRY_SESSION and self.registry is not None:
                 self.registry_session = session
             elif name in entries:
-                entry = entries[name]
-                held = Held(session, entry["owner"], {int(t): n for t, n in entry["files"].items()})
+                held = Held.from_entry(session, entries[name])
                 (self.incoming if session.incoming else self.outgoing)[name] = held
             else:  # not in its registry: nobody to hand it to
                 log.error("fd store: %r is in no registry; dropped", fdname)
@@ -240,12 +243,14 @@ class Agent:
     # -- the old kernel: hold sessions for clients ------------------------------
 
     def _write_registry(self) -> None:
-        data = {name: {"owner": h.owner, "files": h.files} for name, h in self.outgoing.items()}
+        data = {name: held.entry() for name, held in self.outgoing.items()}
         raw = json.dumps(data).encode() + b"\0"
         if len(raw) > REGISTRY_SIZE:
             raise LiveUpdateError(errno.ENOSPC, "registry", "too many sessions for the agent's registry")
         if self.registry is None:
-            fd = _registry_memfd("liveupdated-registry", raw)
+            fd = os.memfd_create("liveupdated-registry", os.MFD_CLOEXEC)
+            os.ftruncate(fd, REGISTRY_SIZE)
+            os.pwrite(fd, raw, 0)
             session = self.dev.create_session(REGISTRY_SESSION)
             session.preserve(fd, REGISTRY_TOKEN)
             self.registry = fd

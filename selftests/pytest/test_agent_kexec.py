@@ -66,10 +66,15 @@ def memfd_with(payload: bytes) -> int:
     return fd
 
 
+def write_policy(finish_after: int = 120) -> Path:
+    policy = Path("/tmp/policy.yaml")
+    policy.write_text(POLICY.format(finish_after=finish_after))
+    return policy
+
+
 def start_agent(log: str) -> subprocess.Popen[bytes]:
     """The agent without a service manager: it makes its own socket."""
-    policy = Path("/tmp/policy.yaml")
-    policy.write_text(POLICY.format(finish_after=120))
+    policy = write_policy()
     with open(OUT / log, "w") as out:
         agent = subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket",
                                   SOCKET, "--socket-group", str(CLIENTS)], stdout=out, stderr=subprocess.STDOUT,
@@ -161,8 +166,7 @@ class ServiceManager:
 
     def start(self, log: str, finish_after: int = 120) -> int:
         """Start the agent; returns the index of its first message (for wait_for)."""
-        policy = Path("/tmp/policy.yaml")
-        policy.write_text(POLICY.format(finish_after=finish_after))
+        policy = write_policy(finish_after)
         with self.changed:
             since = len(self.messages)
             passed = [("agent.sock", self.listener.fileno())] + [(n, fd) for n, fds in self.store.items() for fd in fds]
