@@ -18,7 +18,7 @@ CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/liveupdate
 export LIVEUPDATE_CACHE := $(CACHE)
 PYTHON ?= python3
 APT_PACKAGES := qemu-system-x86 kexec-tools busybox-static flex bison bc \
-	libelf-dev libssl-dev xz-utils kmod gcc make python3-venv
+	libelf-dev libssl-dev xz-utils kmod gcc make python3-venv e2fsprogs
 PY_PACKAGES := pytest ruff mypy pyroute2 ruamel.yaml 'setuptools>=77' wheel
 VENV := $(CACHE)/venv-$(shell echo $(PY_PACKAGES) | sha256sum | cut -c1-8)
 VPY := $(VENV)/bin/python
@@ -90,8 +90,10 @@ $(MAINLINE_FRAGMENT): qemu/kernel.config qemu/mainline-luo.config
 	{ grep -vx '# CONFIG_LIVEUPDATE is not set' qemu/kernel.config; \
 	  cat qemu/mainline-luo.config; } > $@
 
-$(MAINLINE_KDIR_FILE): $(MAINLINE_FRAGMENT) qemu/build-kernel.sh qemu/fetch-source.sh | deps
-	KERNEL_FRAGMENT=$(abspath $(MAINLINE_FRAGMENT)) qemu/build-kernel.sh > $@.tmp && mv $@.tmp $@
+# Built from a copy of the lean kernel's build: only what differs is compiled.
+$(MAINLINE_KDIR_FILE): $(MAINLINE_FRAGMENT) qemu/build-kernel.sh qemu/fetch-source.sh $(KDIR_FILE) | deps
+	KERNEL_FRAGMENT=$(abspath $(MAINLINE_FRAGMENT)) KERNEL_BASE=$$(cat $(KDIR_FILE)) \
+		qemu/build-kernel.sh > $@.tmp && mv $@.tmp $@
 
 kernel-mainline: $(MAINLINE_KDIR_FILE)
 

@@ -3,6 +3,9 @@
 # from the fetched source and qemu/kernel.config. The build lives in the
 # cache, keyed by source version and config hash, and is reused when both
 # are unchanged. Prints the build directory (usable as KDIR) on stdout.
+# KERNEL_BASE may name a finished build of the same source to start from:
+# Kbuild then recompiles only what the differing options touch (the
+# mainline kernel differs from the lean one in a few).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +27,15 @@ fi
 
 rm -rf "$kb"
 mkdir -p "$kb"
+base=${KERNEL_BASE:-}
+if [ -n "$base" ] && [ -f "$base/.built" ]; then
+	log "starting from $base"
+	cp -a "$base/." "$kb/"
+	rm -f "$kb/.built" "$kb/build.log"
+	# objtool's build and the output Makefile record the directory: a
+	# changed path would rebuild objtool, and with it every object.
+	grep -rlI --null -F "$base" "$kb" | xargs -0 -r sed -i "s|$base|$kb|g"
+fi
 kmake() { make -C "$src" O="$kb" ARCH=x86_64 "$@"; }
 
 start=$SECONDS

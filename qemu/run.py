@@ -16,7 +16,8 @@ with liveupdate.ko (--module) loaded first unless the line starts with
 "[N manual-load]": then the command loads it. /run/out in the guest is a
 writable directory of the host that survives the kexecs: stages leave
 data there for later stages. /dev/vda is an empty scratch disk (swap for
-the tests that need it). The exit status is 0 only if every stage
+the tests that need it). The guest's Python comes from a disk image of
+its own (pyimage.py), at the same paths. The exit status is 0 only if every stage
 passed.
 """
 
@@ -34,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pyimage
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
@@ -255,6 +258,7 @@ def main() -> int:
     scratch = out / "scratch.img"
     with scratch.open("wb") as disk:
         disk.truncate(SCRATCH_BYTES)
+    python_image = pyimage.build(args.python)
     append = f"{BASE_APPEND} {args.append}".strip()
     env = {
         "LU_CHECKOUT": GUEST_CHECKOUT,
@@ -276,7 +280,11 @@ def main() -> int:
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={CHECKOUT},mount_tag=checkout,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={out},mount_tag=out,security_model=none",
-        "-drive", f"file={scratch},format=raw,if=virtio,cache=unsafe",
+        # Devices in this order: the scratch disk is /dev/vda.
+        "-drive", f"file={scratch},format=raw,if=none,id=scratch,cache=unsafe",
+        "-device", "virtio-blk-pci,drive=scratch",
+        "-drive", f"file={python_image},format=raw,if=none,id=python,readonly=on",
+        "-device", f"virtio-blk-pci,drive=python,serial={pyimage.SERIAL}",
     ]
     print(f"run.py: {args.plan.name}: {len(plan)} stages, output in {out}", flush=True)
     start = time.monotonic()

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import abi, daemon, protocol
+from . import abi, daemon, listing, protocol
 from .device import Device, Session
 from .errors import LiveUpdateError
 from .peer import Peer, PeerGone, identify
@@ -317,12 +317,13 @@ class Agent:
                 "bytes_serialized": state.bytes_serialized, "incoming_sessions": state.incoming_sessions,
                 "kho_boot": state.kho_boot, "format_version": state.format_version}
 
-    def _list(self, peer: Peer) -> dict[str, Any]:
-        def visible(held: dict[str, Held], incoming: bool) -> list[dict[str, Any]]:
-            return [{"name": n, "owner": h.owner, "incoming": incoming, "tokens": sorted(h.files)}
-                    for n, h in held.items() if peer.uid in (0, h.owner) or self.policy.may_own(peer, n)]
-
-        return {"ok": True, "sessions": visible(self.outgoing, False) + visible(self.incoming, True)}
+    def _list(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+        after = listing.parse_cursor(msg.get("after"))
+        visible = [(incoming, name, h.owner, list(h.files))
+                   for incoming, held in ((False, self.outgoing), (True, self.incoming))
+                   for name, h in held.items() if peer.uid in (0, h.owner) or self.policy.may_own(peer, name)]
+        sessions, cursor = listing.page(visible, after)
+        return {"ok": True, "sessions": sessions, "next": cursor}
 
     def _event(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
         if peer.uid != 0:
@@ -372,7 +373,7 @@ class Agent:
             if op == "status":
                 return self._status(), []
             if op == "list":
-                return self._list(peer), []
+                return self._list(peer, msg), []
             if op == "event":
                 return self._event(peer, msg), []
             return protocol.error_reply(f"unknown op {op!r}", errno.EOPNOTSUPP), []

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from . import protocol
+from . import listing, protocol
 from .device import FileLike, _fileno
 from .errors import LiveUpdateError
 
@@ -74,8 +74,14 @@ class AgentClient:
         return fds[0]
 
     def sessions(self) -> list[dict[str, Any]]:
-        sessions: list[dict[str, Any]] = self.call("list")[0]["sessions"]
-        return sessions
+        """The sessions this client may see, every page of them."""
+        pages, after = [], None
+        while True:
+            reply = self.call("list", after=after)[0]
+            pages.append(reply["sessions"])
+            after = reply.get("next")
+            if after is None:
+                return listing.merge(pages)
 
     def status(self) -> dict[str, Any]:
         return self.call("status")[0]

@@ -7,7 +7,8 @@ is false, ``error`` (a message saying what to do) and ``errno``.
 
     {"op": "hello"}                                    -> {"ok": true, "version": 1}
     {"op": "status"}                                   -> {"ok": true, "state": "normal", ...}
-    {"op": "list"}                                     -> {"ok": true, "sessions": [...]}
+    {"op": "list", "after": null | cursor}             -> {"ok": true, "sessions": [...], "next": ...}
+                                                          (in pages: listing.py)
     {"op": "preserve", "session": S, "token": T, "deps": [..]} + 1 fd -> {"ok": true}
     {"op": "retrieve", "session": S, "token": T}      -> {"ok": true} + 1 fd
     {"op": "event", "event": "prepare"|"freeze"|"cancel"|"finish"} (root only)

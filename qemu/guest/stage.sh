@@ -22,12 +22,15 @@ cd "$LU_CHECKOUT" || exit 1
 # kmemleak (debug kernel): the scan at the end of the stage must find
 # nothing. (Boot leaves nothing it reports, so no scan is needed first; a
 # scan takes 10 s or more on the debug kernel.) Objects younger than 5 s
-# are not reported yet, hence the pause before the scan.
+# are not reported yet, so the scan waits until the command ended 5 s ago
+# (loading the next kernel usually takes longer).
 KMEMLEAK=/sys/kernel/debug/kmemleak
 uptime() { cut -d' ' -f1 /proc/uptime; }
+seconds() { cut -d. -f1 /proc/uptime; }
 leaks() {
 	[ -w $KMEMLEAK ] || return 0
-	sleep 5
+	wait=$((ended + 6 - $(seconds)))
+	[ $wait -le 0 ] || sleep $wait
 	t=$(uptime)
 	echo scan > $KMEMLEAK
 	echo "LU-GUEST kmemleak scan $t..$(uptime)"
@@ -47,13 +50,18 @@ if [ -n "$load" ]; then
 fi
 sh -c "$cmd"
 rc=$?
+ended=$(seconds)
+# The next kernel is loaded before the scan, while young objects age.
+loaded=no
+if [ $rc = 0 ] && [ "$stage" -lt "$stages" ]; then
+	kexec -s -l "$LU_KERNEL" --initrd="$LU_INITRD" \
+		--command-line="$LU_APPEND lu.stage=$((stage + 1))" && loaded=yes
+fi
 leaks || { [ $rc != 0 ] || rc=1; }
 echo "LU-STAGE $stage/$stages RESULT $rc $(cut -d' ' -f1 /proc/uptime)"
 [ $rc = 0 ] || { dmesg | tail -n 30; exit $rc; }
 [ "$stage" -lt "$stages" ] || exit 0
-
-kexec -s -l "$LU_KERNEL" --initrd="$LU_INITRD" \
-	--command-line="$LU_APPEND lu.stage=$((stage + 1))" || exit 10
+[ $loaded = yes ] || exit 10
 echo "LU-KEXEC $(cut -d' ' -f1 /proc/uptime)"
 kexec -e
 exit 10

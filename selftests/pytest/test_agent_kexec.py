@@ -34,7 +34,7 @@ import stamps
 from conftest import PATIENCE, cli, cli_process
 
 import liveupdate
-from liveupdate import LiveUpdateError, protocol
+from liveupdate import LiveUpdateError, listing, protocol
 
 MIB = 1 << 20
 SOCKET = protocol.DEFAULT_SOCKET
@@ -46,9 +46,11 @@ sessions:
     uid: [0, 1000]
   - name: "grp-*"
     gid: 4243
+  - name: "unit-%i"
+    unit: "qemu@%i.service"
 limits:
-  sessions: 3
-  files: 8
+  sessions: {sessions}
+  files: {files}
   bytes: 96M
 finish_after: {finish_after}
 claim_grace: 5
@@ -66,15 +68,15 @@ def memfd_with(payload: bytes) -> int:
     return fd
 
 
-def write_policy(finish_after: int = 120) -> Path:
+def write_policy(finish_after: int = 120, sessions: int = 3, files: int = 8) -> Path:
     policy = Path("/tmp/policy.yaml")
-    policy.write_text(POLICY.format(finish_after=finish_after))
+    policy.write_text(POLICY.format(finish_after=finish_after, sessions=sessions, files=files))
     return policy
 
 
-def start_agent(log: str) -> subprocess.Popen[bytes]:
+def start_agent(log: str, sessions: int = 3, files: int = 8) -> subprocess.Popen[bytes]:
     """The agent without a service manager: it makes its own socket."""
-    policy = write_policy()
+    policy = write_policy(sessions=sessions, files=files)
     with open(OUT / log, "w") as out:
         agent = subprocess.Popen([sys.executable, "-m", "liveupdate", "agent", "--policy", str(policy), "--socket",
                                   SOCKET, "--socket-group", str(CLIENTS)], stdout=out, stderr=subprocess.STDOUT,
@@ -95,12 +97,15 @@ def wait_for_agent(log: str) -> None:
             time.sleep(0.2)
 
 
-def as_user(uid: int, work: Callable[[], None], groups: tuple[int, ...] = (CLIENTS,)) -> int:
-    """Run ``work`` in a child with ``uid`` (gid the same) and supplementary ``groups``;
-    returns its exit status (0: no exception)."""
+def as_user(uid: int, work: Callable[[], None], groups: tuple[int, ...] = (CLIENTS,),
+            cgroup: Path | None = None) -> int:
+    """Run ``work`` in a child with ``uid`` (gid the same), supplementary ``groups``
+    and in ``cgroup``; returns its exit status (0: no exception)."""
     pid = os.fork()
     if pid == 0:
         try:
+            if cgroup is not None:
+                (cgroup / "cgroup.procs").write_text("0")
             os.setgroups(list(groups))
             os.setgid(uid)
             os.setuid(uid)
@@ -187,6 +192,17 @@ class ServiceManager:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+
+    def stop(self) -> None:
+        """As stopping both units: the agent, its socket and its fd store go
+        (else a client may still connect to the listener nobody serves)."""
+        self.kill()
+        self.listener.close()
+        os.unlink(SOCKET)
+        with self.changed:
+            for fd in (fd for fds in self.store.values() for fd in fds):
+                os.close(fd)
+            self.store.clear()
 
 
 MANAGER: ServiceManager | None = None
@@ -518,7 +534,8 @@ def test_kernel2_clients_get_their_files_back() -> None:
 def test_kernel3_unclaimed_session_finished_at_the_deadline() -> None:
     """And the agent under a service manager: socket activation, READY=1 after
     the take-over, STATUS= lines, watchdog pings."""
-    manager = ServiceManager("/tmp/notify.sock", watchdog_usec=2_000_000)
+    global MANAGER
+    MANAGER = manager = ServiceManager("/tmp/notify.sock", watchdog_usec=2_000_000)
     since = manager.start("agent3.log", finish_after=3)
     assert manager.wait_for("READY=1", since) == "READY=1\nSTATUS=took over 1 sessions, kept 0; serving clients"
     first = (OUT / "agent3.log").read_text().splitlines()[0]
@@ -528,3 +545,67 @@ def test_kernel3_unclaimed_session_finished_at_the_deadline() -> None:
     with liveupdate.connect(SOCKET) as agent:  # through the socket it was given
         assert agent.status()["state"] == "normal"
     assert f"finish (deadline): released 1 files, {4 * MIB} bytes" in (OUT / "agent3.log").read_text()
+
+
+@pytest.mark.stage(3)
+def test_kernel3_list_comes_in_pages() -> None:
+    """More sessions, and a session with more tokens, than a page holds: the list
+    comes in pages (before: in one reply, and beyond 64 KiB an error instead)."""
+    assert MANAGER is not None
+    MANAGER.stop()
+    many = [(1 << 63) + i for i in range(listing.PAGE_TOKENS + 1)]
+    singles = [f"vm-{i:02d}" for i in range(listing.PAGE_SESSIONS)]
+    agent_proc = start_agent("agent3b.log", sessions=len(singles) + 1, files=len(many) + len(singles))
+    try:
+        with liveupdate.connect(SOCKET) as agent:
+            for token in many:
+                fd = memfd_with(b"m")
+                agent.preserve("vm-many", fd, token=token)
+                os.close(fd)
+            for name in singles:
+                fd = memfd_with(name.encode())
+                agent.preserve(name, fd, token=7)
+                os.close(fd)
+            first = agent.call("list")[0]
+            assert first["next"] is not None and len(first["sessions"]) <= listing.PAGE_SESSIONS, first
+            listed = {s["name"]: s["tokens"] for s in agent.sessions()}
+        assert listed == {"vm-many": many} | {name: [7] for name in singles}
+    finally:
+        agent_proc.kill()
+        agent_proc.wait()
+
+
+def unit_cgroup(path: str) -> Path:
+    """A cgroup at ``path`` of the cgroup v2 hierarchy, as systemd lays it out."""
+    root = Path("/sys/fs/cgroup")
+    if not (root / "cgroup.procs").exists():
+        subprocess.run(["mount", "-t", "cgroup2", "cgroup2", str(root)], check=True)
+    group = root / path
+    group.mkdir(parents=True, exist_ok=True)
+    return group
+
+
+@pytest.mark.stage(3)
+def test_kernel3_units_from_real_cgroups() -> None:
+    """A rule by systemd unit, on the kernel's cgroups: qemu@7.service may own unit-7
+    (the rule's %i), not unit-8; a user's service of that name is not the system unit
+    (before: the innermost unit in the cgroup path counted, so it passed)."""
+    system = unit_cgroup("system.slice/qemu@7.service")
+    user = unit_cgroup("user.slice/user-2001.slice/user@2001.service/app.slice/qemu@7.service")
+    agent_proc = start_agent("agent3c.log")
+
+    def preserves(name: str) -> Callable[[], None]:
+        return lambda: liveupdate.connect(SOCKET).preserve(name, memfd_with(b"unit"), token=1)
+
+    try:
+        assert as_user(2000, preserves("unit-7"), cgroup=system) == 0
+        assert as_user(2000, preserves("unit-8"), cgroup=system) == 100 + errno.EPERM
+        assert as_user(2001, preserves("unit-7"), cgroup=user) == 100 + errno.EPERM
+        with liveupdate.connect(SOCKET) as agent:
+            assert {s["name"]: s["owner"] for s in agent.sessions()} == {"unit-7": 2000}
+    finally:
+        agent_proc.kill()
+        agent_proc.wait()
+    log = (OUT / "agent3c.log").read_text()
+    assert "uid 2000 unit qemu@7.service: policy: uid 2000 may not own session 'unit-8'" in log, log
+    assert "uid 2001 unit user@2001.service: policy" in log, log
