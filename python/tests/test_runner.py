@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 CHECKOUT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(CHECKOUT / "qemu"))  # as when run.py runs: its modules beside it
 spec = importlib.util.spec_from_file_location("qemu_run", CHECKOUT / "qemu" / "run.py")
 assert spec and spec.loader
 runner = importlib.util.module_from_spec(spec)
