@@ -28,10 +28,14 @@
  * the prepared ones.
  *
  * Retrieve (new kernel): the shmem internals that would insert the old
- * folios into a new file's page cache are not exported, so the data is
- * copied into a fresh shmem file, straight into the folios shmem hands
- * out (not through write(), which would obey the caller's RLIMIT_FSIZE),
- * and each old folio is freed right after its copy. The header is the
+ * folios into a new file's page cache are not exported. So shmem puts a
+ * placeholder folio at each index of a fresh shmem file (allocated,
+ * charged and counted as any of its own), and the preserved folio takes
+ * its place with replace_page_cache_folio(): the file holds the very
+ * pages that were preserved. Large folios are still copied, straight
+ * into the folios shmem hands out (not through write(), which would obey
+ * the caller's RLIMIT_FSIZE), each old folio freed right after its copy.
+ * The header is the
  * file's data in liveupdate's table (lu_file_data_alloc()), so the
  * table's checksum covers it. Before anything is restored, the folio
  * records are read in place (every page checked to be RAM first) and
@@ -730,12 +734,41 @@ static struct file *lu_memfd_new_file(const struct lu_ser_memfd *ser)
 }
 
 /*
- * Copies one preserved folio into the new file, straight into the folios
- * that shmem allocates and accounts (no write(): no RLIMIT_FSIZE, no
- * signal), then frees it.
+ * Puts the preserved folio itself into the new file in place of the
+ * placeholder that shmem just allocated, charged and counted at its index
+ * (shmem's own insertion is not exported). replace_page_cache_folio()
+ * moves the memcg charge and the NR_FILE_PAGES and NR_SHMEM counts from
+ * the placeholder to the folio, as fuse does with fresh folios; shmem's
+ * per-inode counts stay right, since the index stays populated. The
+ * placeholder is new, so nobody has it mapped or looked it up: it is
+ * freed when the caller drops it. Only folios of one page for now; false
+ * (nothing changed) for the others, which are copied.
  */
-static int lu_memfd_copy_folio(struct lu_memfd *m, struct folio *old,
-			       pgoff_t index)
+static bool lu_memfd_adopt_folio(struct folio *placeholder, struct folio *old)
+{
+	if (folio_test_uptodate(placeholder) || folio_test_large(placeholder) ||
+	    folio_test_large(old))
+		return false;
+	__folio_set_locked(old);
+	__folio_set_swapbacked(old);
+	folio_mark_uptodate(old);
+	replace_page_cache_folio(placeholder, old);
+	folio_mark_dirty(old);
+	folio_add_lru(old);
+	folio_unlock(old);
+	/* The page cache took its own reference. */
+	folio_put(old);
+	return true;
+}
+
+/*
+ * Restores one preserved folio into the new file: the folio itself where
+ * it can (lu_memfd_adopt_folio()), else a copy straight into the folios
+ * that shmem allocates and accounts (no write(): no RLIMIT_FSIZE, no
+ * signal), after which it is freed.
+ */
+static int lu_memfd_restore_folio(struct lu_memfd *m, struct folio *old,
+				  pgoff_t index)
 {
 	struct inode *inode = file_inode(m->file);
 	loff_t pos = (loff_t)index << PAGE_SHIFT;
@@ -751,6 +784,11 @@ static int lu_memfd_copy_folio(struct lu_memfd *m, struct folio *old,
 				      pos + len, &new, SGP_WRITE);
 		if (err)
 			return err;
+		if (!done && lu_memfd_adopt_folio(new, old)) {
+			folio_unlock(new);
+			folio_put(new);
+			return 0;
+		}
 		offset = offset_in_folio(new, pos + done);
 		n = min(len - done, folio_size(new) - offset);
 		if (!folio_test_uptodate(new)) {
@@ -808,7 +846,7 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 			}
 			m->pending_index = rec->index;
 		}
-		err = lu_memfd_copy_folio(m, m->pending, m->pending_index);
+		err = lu_memfd_restore_folio(m, m->pending, m->pending_index);
 		if (err)
 			return err;
 		m->pending = NULL;
