@@ -50,6 +50,22 @@ MODULE_PARM_DESC(test_miswrite_memfd,
 		 "testing: at kexec, write these memfds' headers wrong, checksums right: TOKEN:FIELD=VALUE or TOKEN:FIELD^=VALUE,... (FIELD: size, pos, seals, records_crc, nr_folios, folios_pages, folios_order, folios_first; VALUE \"table\": the page the next kernel frees first, the table's page list)");
 
 /**
+ * lu_debug_field_named - look a field up by name
+ * @fields: a table ending with an empty entry
+ * @name:   the field's name
+ *
+ * Return: the field, or NULL if the table has none of that name.
+ */
+const struct lu_debug_field *
+lu_debug_field_named(const struct lu_debug_field *fields, const char *name)
+{
+	for (; fields->name; fields++)
+		if (!strcmp(fields->name, name))
+			return fields;
+	return NULL;
+}
+
+/**
  * lu_debug_write_field - store or XOR @value into a little-endian field
  * @at:    the field
  * @size:  its bytes; only the first 8 are written

@@ -282,7 +282,10 @@ void lu_kho_abort_incoming(void);
 
 /* lu_debug.c: test hooks, in the debug build (LU_DEBUG=y) only */
 #ifdef LU_DEBUG
-/* A field of a hand-over structure, by name, for the damage hooks. */
+/*
+ * A field of a hand-over structure, by name, for the damage hooks; tables
+ * of them end with an empty entry.
+ */
 struct lu_debug_field {
 	const char *name;
 	size_t offset;
@@ -293,6 +296,8 @@ struct lu_debug_field {
 	{ _name, offsetof(struct _struct, _member),			\
 	  sizeof_field(struct _struct, _member) }
 
+const struct lu_debug_field *
+lu_debug_field_named(const struct lu_debug_field *fields, const char *name);
 void lu_debug_write_field(void *at, size_t size, u64 value, bool xor);
 bool lu_debug_fail_prepare(u64 token);
 bool lu_debug_fail_freeze(u64 token);

@@ -1030,14 +1030,12 @@ lu_table_locate(void *table, const char *array, const char *field, u32 index,
 	} else {
 		return NULL;
 	}
-	for (; f->name; f++) {
-		if (strcmp(f->name, field) || index >= count)
-			continue;
-		*at = table + start + index * entry + f->offset;
-		*prev = index ? *at - entry : NULL;
-		return f;
-	}
-	return NULL;
+	f = lu_debug_field_named(f, field);
+	if (!f || index >= count)
+		return NULL;
+	*at = table + start + index * entry + f->offset;
+	*prev = index ? *at - entry : NULL;
+	return f;
 }
 
 /**

@@ -947,6 +947,7 @@ static const struct lu_debug_field lu_memfd_fields[] = {
 	LU_DEBUG_FIELD("folios_pages", lu_ser_memfd, folios.total_pages),
 	LU_DEBUG_FIELD("folios_order", lu_ser_memfd, folios.order),
 	LU_DEBUG_FIELD("folios_first", lu_ser_memfd, folios.first.phys),
+	{}
 };
 
 /**
@@ -961,8 +962,8 @@ static const struct lu_debug_field lu_memfd_fields[] = {
  */
 void lu_memfd_debug_miswrite(struct lu_file *lf, void *data, u32 size)
 {
+	const struct lu_debug_field *f;
 	char name[16];
-	unsigned int i;
 	u64 value;
 	bool xor;
 
@@ -971,11 +972,9 @@ void lu_memfd_debug_miswrite(struct lu_file *lf, void *data, u32 size)
 	    !lu_debug_miswrite_memfd(lf->token, name, sizeof(name), &value,
 				     &xor))
 		return;
-	for (i = 0; i < ARRAY_SIZE(lu_memfd_fields); i++)
-		if (!strcmp(name, lu_memfd_fields[i].name))
-			lu_debug_write_field(data + lu_memfd_fields[i].offset,
-					     lu_memfd_fields[i].size, value,
-					     xor);
+	f = lu_debug_field_named(lu_memfd_fields, name);
+	if (f)
+		lu_debug_write_field(data + f->offset, f->size, value, xor);
 }
 #endif
 

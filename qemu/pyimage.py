@@ -60,16 +60,6 @@ def _skipped(directory: str, names: list[str]) -> set[str]:
     return {n for n in names if n in SKIPPED and os.path.isdir(os.path.join(directory, n))}
 
 
-def _walk(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    found = []
-    for root, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if d not in _skipped(root, dirs)]
-        found += [Path(root) / name for name in names]
-    return found
-
-
 def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
@@ -77,30 +67,44 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def content_key(paths: list[Path]) -> str:
+def inventory(paths: list[Path]) -> tuple[str, int, int]:
+    """What the image will hold, in one walk: its content key (every path,
+    size and mtime), its bytes, and its files and directories."""
     digest = hashlib.sha256()
+    size = entries = 0
     for top in paths:
         digest.update(f"{top}\0".encode())
-        for f in sorted(_walk(top)):
-            st = f.lstat()
-            digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-    return digest.hexdigest()[:12]
+        walk = [(str(top.parent), [], [top.name])] if top.is_file() else os.walk(top)
+        for root, dirs, names in walk:
+            dirs.sort()
+            entries += len(dirs) + len(names)
+            skipped = _skipped(root, dirs)
+            dirs[:] = [d for d in dirs if d not in skipped]
+            for name in sorted(names):
+                st = os.lstat(os.path.join(root, name))
+                size += st.st_size
+                digest.update(f"{root}/{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:12], size, entries
 
 
-def _stage(paths: list[Path], into: Path) -> int:
-    """Copy PATHS into INTO as 0, 1, ... plus MOUNTS; returns the bytes copied."""
+def _stage(paths: list[Path], into: Path) -> None:
+    """Copy PATHS into INTO as 0, 1, ... plus MOUNTS; SKIPPED directories are left empty."""
     for index, top in enumerate(paths):
+        dest = into / str(index)
         if top.is_file():
-            shutil.copy2(top, into / str(index))
-        else:
-            shutil.copytree(top, into / str(index), symlinks=True, ignore=_skipped,
-                            copy_function=_link_or_copy)
-            for root, dirs, _ in os.walk(top):
-                for name in _skipped(root, dirs):
-                    (into / str(index) / Path(root).relative_to(top) / name).mkdir()
-                dirs[:] = [d for d in dirs if d not in SKIPPED]
+            shutil.copy2(top, dest)
+            continue
+        left_out: list[Path] = []
+
+        def ignore(directory: str, names: list[str], top: Path = top, left_out: list[Path] = left_out) -> set[str]:
+            skipped = _skipped(directory, names)
+            left_out.extend(Path(directory, name).relative_to(top) for name in skipped)
+            return skipped
+
+        shutil.copytree(top, dest, symlinks=True, ignore=ignore, copy_function=_link_or_copy)
+        for relative in left_out:
+            (dest / relative).mkdir()
     (into / MOUNTS).write_text("".join(f"{i} {p}\n" for i, p in enumerate(paths)))
-    return sum(f.lstat().st_size for f in _walk(into))
 
 
 def build(python: str) -> Path:
@@ -108,7 +112,8 @@ def build(python: str) -> Path:
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     paths = shipped(python)
-    image = cache / f"python-{content_key(paths)}.ext4"
+    key, size, entries = inventory(paths)
+    image = cache / f"python-{key}.ext4"
     with open(cache / "python-image.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if image.exists():
@@ -116,12 +121,11 @@ def build(python: str) -> Path:
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             staging = Path(tmp) / "root"
             staging.mkdir()
-            size = _stage(paths, staging)
-            files = sum(1 for _ in staging.rglob("*"))
+            _stage(paths, staging)
             partial = Path(tmp) / image.name
-            # Room for ext4's metadata and one inode per file, with slack.
+            # Room for ext4's metadata and one inode per file and directory, with slack.
             blocks = (size * 5 // 4 + (64 << 20)) // 4096
-            subprocess.run(["mkfs.ext4", "-q", "-F", "-L", SERIAL, "-b", "4096", "-N", str(files + 4096),
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-L", SERIAL, "-b", "4096", "-N", str(entries + 4096),
                             "-d", str(staging), str(partial), str(blocks)], check=True)
             for old in cache.glob("python-*.ext4"):
                 old.unlink()  # a guest still running keeps its open copy

@@ -25,13 +25,12 @@ def parse_cursor(value: Any) -> Cursor | None:
     """A client's ``after``; ValueError names what is wrong with it."""
     if value is None:
         return None
-    if not (isinstance(value, list) and len(value) == 3):
-        raise ValueError("after: a cursor is [incoming, name, token] as the last page's next")
-    incoming, name, token = value
-    if not isinstance(incoming, bool) or not isinstance(name, str) or not (
-            token is None or (type(token) is int and 0 <= token < 1 << 64)):
-        raise ValueError("after: a cursor is [incoming, name, token] as the last page's next")
-    return incoming, name, token
+    if isinstance(value, list) and len(value) == 3:
+        incoming, name, token = value
+        if isinstance(incoming, bool) and isinstance(name, str) and (
+                token is None or (type(token) is int and 0 <= token < 1 << 64)):
+            return incoming, name, token
+    raise ValueError("after: a cursor is [incoming, name, token] as the last page's next")
 
 
 def page(sessions: Iterable[tuple[bool, str, int, list[int]]],
