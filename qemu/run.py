@@ -34,8 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import monitor
 import pyimage
 
 HERE = Path(__file__).resolve().parent
@@ -44,8 +46,10 @@ CHECKOUT = HERE.parent
 # under /tmp) gets its own share, mounted here.
 GUEST_CHECKOUT = "/run/checkout"
 # loglevel=5 puts every warning on the console; a WARN panics the guest.
+# earlycon: a kernel that dies before its console starts still says why.
 # No legacy PTYs: creating their 256 pairs took 2.8 s of each debug boot.
-BASE_APPEND = "console=ttyS0 kho=on panic=-1 oops=panic panic_on_warn=1 loglevel=5 pty.legacy_count=0"
+BASE_APPEND = ("console=ttyS0 earlycon=uart8250,io,0x3f8 kho=on panic=-1 oops=panic panic_on_warn=1 "
+               "loglevel=5 pty.legacy_count=0")
 STAGE_RE = re.compile(r"LU-STAGE (\d+)/(\d+) (BEGIN|RESULT)(.*)")
 # Kernel lines that mean the guest is broken whatever the verdict says:
 # oopses, WARN (lockdep, DEBUG_LIST and DEBUG_OBJECTS report through it),
@@ -56,6 +60,9 @@ FATAL_RE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops|general protection|"
 EXPECT_RE = re.compile(r"^\[(\d+)( manual-load)?\]\s+(.*)$")
 # The scratch disk (/dev/vda in the guest): sparse, removed after the run.
 SCRATCH_BYTES = 256 << 20
+# A kernel reached by kexec prints its first line within 15 s (debug
+# kernel, two guests at once); silence this long means it hangs.
+KEXEC_SILENCE = 180
 MEMORY_RE = re.compile(r"^#\s*guest memory:\s*(\d+[MG])\s*$")
 LEAN_RE = re.compile(r"^#\s*guest kernel:\s*lean\s*$")
 # How stage.sh learns that a stage loads the module itself.
@@ -161,6 +168,7 @@ class Console:
 
     def __init__(self, log_path: Path, echo: bool, start: float) -> None:
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in follow()
+        self.kexec_at: float | None = None
         self.echo = echo
         self.start = start
         self.verdict: str | None = None
@@ -171,6 +179,7 @@ class Console:
 
     def line(self, line: str) -> None:
         stamp = time.monotonic() - self.start
+        self.kexec_at = time.monotonic() if "LU-KEXEC" in line else None
         self.log.write(f"[{stamp:8.3f}] {line}\n")
         if self.echo:
             print(line, flush=True)
@@ -192,8 +201,9 @@ class Console:
         if FATAL_RE.search(line):
             self.fatal.append(line)
 
-    def follow(self, qemu: subprocess.Popen, deadline: float) -> None:
-        """Read until QEMU exits, the deadline passes, or the guest lingers after its verdict."""
+    def follow(self, qemu: subprocess.Popen[bytes], deadline: float, where: Callable[[], str]) -> None:
+        """Read until QEMU exits, the deadline passes, the guest lingers after its
+        verdict or stays silent after a kexec; `where` tells where a hung guest is."""
         assert qemu.stdout is not None
         fd = qemu.stdout.fileno()
         sel = selectors.DefaultSelector()
@@ -207,9 +217,15 @@ class Console:
             if verdict_deadline is not None and now > verdict_deadline:
                 qemu.kill()  # the guest said its last word but did not stop
                 break
-            if now > deadline:
+            hung = self.kexec_at is not None and now > self.kexec_at + KEXEC_SILENCE
+            if now > deadline or hung:
+                why = (f"no output {KEXEC_SILENCE} s after the kexec" if hung
+                       else f"timeout after {deadline - self.start:.0f} s")
+                self.line(f"run.py: {why}; the guest's CPUs:")
+                for line in where().splitlines():
+                    self.line(f"run.py:   {line}")
                 qemu.kill()
-                print(f"run.py: timeout after {deadline - self.start:.0f} s", flush=True)
+                print(f"run.py: {why}", flush=True)
                 break
             if not sel.select(timeout=1.0):
                 continue
@@ -260,6 +276,8 @@ def main() -> int:
     with scratch.open("wb") as disk:
         disk.truncate(SCRATCH_BYTES)
     python_image = pyimage.build(args.python)
+    # A short path: a Unix socket's path is limited to 107 bytes.
+    monitor_socket = Path(tempfile.mkdtemp(prefix="lu-monitor-")) / "sock"
     append = f"{BASE_APPEND} {args.append}".strip()
     env = {
         "LU_CHECKOUT": GUEST_CHECKOUT,
@@ -275,7 +293,7 @@ def main() -> int:
     cmd = [
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
         "-m", memory, "-smp", args.smp, "-nodefaults", "-display", "none",
-        "-no-reboot", "-serial", "stdio", "-monitor", "none",
+        "-no-reboot", "-serial", "stdio", "-monitor", f"unix:{monitor_socket},server=on,wait=off",
         # Without ACPI PCI hotplug, whose AML took most of the 5 s that
         # ACPI's init took in each debug boot.
         "-global", "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off",
@@ -292,12 +310,17 @@ def main() -> int:
         "-device", f"virtio-blk-pci,drive=python,serial={pyimage.SERIAL}",
     ]
     print(f"run.py: {args.plan.name}: {len(plan)} stages, output in {out}", flush=True)
+    symbols = monitor.SymbolMap(args.kernel.resolve().parents[3] / "System.map")
     start = time.monotonic()
     console = Console(out / "serial.log", echo=not args.quiet, start=start)
-    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as qemu:
-        console.follow(qemu, start + args.timeout)
-        qemu.wait()
-    scratch.unlink()
+    try:
+        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) as qemu:
+            console.follow(qemu, start + args.timeout, lambda: monitor.where(monitor_socket, symbols))
+            qemu.wait()
+    finally:
+        scratch.unlink()
+        shutil.rmtree(monitor_socket.parent)
     verdict, results, fatal = console.verdict, console.results, console.fatal
     elapsed = time.monotonic() - start
     ok = verdict == "PASS" and len(results) == len(plan) and not fatal

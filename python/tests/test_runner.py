@@ -97,3 +97,40 @@ def test_every_kselftest_gets_the_guest_time_limit(source: Path) -> None:
     text = source.read_text()
     assert "TEST_HARNESS_MAIN" not in text
     assert "return lu_main(argc, argv);" in text or "return lu_staged_main(argc, argv);" in text
+
+
+def test_symbol_map_names_kernel_text_only(tmp_path: Path) -> None:
+    path = tmp_path / "System.map"
+    path.write_text("ffffffff81000000 T _text\nffffffff81000100 t do_idle\n"
+                    "ffffffff81000200 D some_data\nffffffff81000300 T _etext\n")
+    symbols = runner.monitor.SymbolMap(path)
+    assert symbols.name(0xFFFFFFFF81000108) == "do_idle+0x8"
+    assert "outside" in symbols.name(0xFFFFFFFF81000300)
+    assert "outside" in symbols.name(0x1000)
+
+
+def test_silence_after_kexec_stops_the_run_and_says_where(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real QEMU whose CPU never starts (-S) stands for a kernel that hangs after kexec."""
+    sock = tmp_path / "monitor"
+    qemu = runner.subprocess.Popen(
+        ["qemu-system-x86_64", "-accel", "tcg", "-S", "-nodefaults", "-display", "none",
+         "-serial", "stdio", "-monitor", f"unix:{sock},server=on,wait=off"],
+        stdin=runner.subprocess.DEVNULL, stdout=runner.subprocess.PIPE)
+    monkeypatch.setattr(runner, "KEXEC_SILENCE", 2)
+    start = runner.time.monotonic()
+    console = runner.Console(tmp_path / "serial.log", echo=False, start=start)
+    console.line("LU-KEXEC 12.3")
+    symbols = runner.monitor.SymbolMap(tmp_path / "no System.map")
+    try:
+        while not sock.exists():
+            runner.time.sleep(0.05)
+        console.follow(qemu, start + 60, lambda: runner.monitor.where(sock, symbols))
+        assert qemu.wait(timeout=10) != 0
+    finally:
+        qemu.kill()
+        qemu.wait()
+    assert runner.time.monotonic() - start < 30
+    log = (tmp_path / "serial.log").read_text()
+    assert "no output 2 s after the kexec" in log
+    assert "CPU 0: RIP 0000fff0 in outside the kernel's text" in log
