@@ -7,8 +7,13 @@ stage=$1
 export HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 LU_STAGE="$stage"
 export PYTHONPATH="$LU_CHECKOUT/python"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-stages=$(grep -c '' /run/out/plan)
-cmd=$(sed -n "${stage}p" /run/out/plan)
+# Shell builtins only, here and below: each program started costs a
+# fraction of a second on the debug kernel, at every stage.
+stages=0
+while IFS= read -r line; do
+	stages=$((stages + 1))
+	[ $stages != "$stage" ] || cmd=$line
+done < /run/out/plan
 # "[N manual-load]" in the plan: the command loads liveupdate.ko itself.
 load=$LU_MODULE
 case $cmd in "#manual-load "*) load= cmd=${cmd#"#manual-load "} ;; esac
@@ -22,25 +27,29 @@ cd "$LU_CHECKOUT" || exit 1
 # kmemleak (debug kernel): the scan at the end of the stage must find
 # nothing. (Boot leaves nothing it reports, so no scan is needed first; a
 # scan takes 10 s or more on the debug kernel.) Objects younger than 5 s
-# are not reported yet, so the scan waits until the command ended 5 s ago
-# (loading the next kernel usually takes longer).
+# are not reported yet, so the scan waits until the command ended 5.1 s
+# ago (loading the next kernel takes part of that time).
 KMEMLEAK=/sys/kernel/debug/kmemleak
-uptime() { cut -d' ' -f1 /proc/uptime; }
-seconds() { cut -d. -f1 /proc/uptime; }
+# now: $up is the uptime in seconds ("12.34"), $cs in hundredths.
+now() { read -r up idle < /proc/uptime; cs=$((${up%.*} * 100 + 1${up#*.} - 100)); }
 leaks() {
 	[ -w $KMEMLEAK ] || return 0
-	wait=$((ended + 6 - $(seconds)))
-	[ $wait -le 0 ] || sleep $wait
-	t=$(uptime)
+	now
+	wait=$((ended + 510 - cs))
+	[ $wait -le 0 ] || sleep $((wait / 100)).$((wait / 10 % 10))$((wait % 10))
+	now
+	t=$up
 	echo scan > $KMEMLEAK
-	echo "LU-GUEST kmemleak scan $t..$(uptime)"
+	now
+	echo "LU-GUEST kmemleak scan $t..$up"
 	[ -s $KMEMLEAK ] || return 0
 	grep -c 'unreferenced object' $KMEMLEAK | sed 's/^/LU-GUEST kmemleak: leaks found: /'
 	head -n 80 $KMEMLEAK | sed 's/^/LU-GUEST kmemleak: /'
 	return 1
 }
 
-echo "LU-STAGE $stage/$stages BEGIN $(cut -d' ' -f1 /proc/uptime)"
+now
+echo "LU-STAGE $stage/$stages BEGIN $up"
 if [ -n "$load" ]; then
 	if ! insmod "$load"; then
 		echo "LU-STAGE $stage/$stages RESULT 1 (insmod failed)"
@@ -50,7 +59,8 @@ if [ -n "$load" ]; then
 fi
 sh -c "$cmd"
 rc=$?
-ended=$(seconds)
+now
+ended=$cs
 # The next kernel is loaded before the scan, while young objects age.
 loaded=no
 if [ $rc = 0 ] && [ "$stage" -lt "$stages" ]; then
@@ -58,10 +68,12 @@ if [ $rc = 0 ] && [ "$stage" -lt "$stages" ]; then
 		--command-line="$LU_APPEND lu.stage=$((stage + 1))" && loaded=yes
 fi
 leaks || { [ $rc != 0 ] || rc=1; }
-echo "LU-STAGE $stage/$stages RESULT $rc $(cut -d' ' -f1 /proc/uptime)"
+now
+echo "LU-STAGE $stage/$stages RESULT $rc $up"
 [ $rc = 0 ] || { dmesg | tail -n 30; exit $rc; }
 [ "$stage" -lt "$stages" ] || exit 0
 [ $loaded = yes ] || exit 10
-echo "LU-KEXEC $(cut -d' ' -f1 /proc/uptime)"
+now
+echo "LU-KEXEC $up"
 kexec -e
 exit 10
