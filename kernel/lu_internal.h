@@ -258,13 +258,17 @@ void lu_subsystems_release_incoming(void);
 
 /* lu_memfd.c */
 extern struct lu_file_handler lu_memfd_handler;
+void lu_memfd_exit(void);
 
 /* lu_kho.c */
 u32 lu_crc(const void *p, size_t len, u32 crc);
 bool lu_phys_readable(phys_addr_t phys, size_t len);
 #define LU_READ_BOUNCE_SIZE	(2 * PAGE_SIZE)
+/* Sees bytes that lu_vmalloc_read() reads (@len of them at @bytes). */
+typedef void (*lu_bytes_fn)(void *ctx, const void *bytes, size_t len);
 int lu_vmalloc_read(const struct kho_vmalloc *desc, void *dst, size_t len,
-		    u32 *crc, u32 *list_crc, void *bounce);
+		    u32 *crc, u32 *list_crc, void *bounce,
+		    lu_bytes_fn inspect, void *inspect_ctx);
 int lu_kho_init(void);
 void lu_kho_exit(void);
 int lu_kho_reserve(unsigned int more_sessions, unsigned int more_files,

@@ -198,6 +198,8 @@ struct lu_vmalloc_reader {
 	size_t left;
 	u32 crc;
 	u32 list_crc;
+	lu_bytes_fn inspect;
+	void *inspect_ctx;
 };
 
 static int lu_vmalloc_read_page(void *ctx, phys_addr_t phys,
@@ -214,6 +216,8 @@ static int lu_vmalloc_read_page(void *ctx, phys_addr_t phys,
 	else if (lu_read_unproven(to, phys, n))
 		return -EFAULT;
 	r->crc = lu_crc(to, n, r->crc);
+	if (r->inspect)
+		r->inspect(r->inspect_ctx, to, n);
 	if (r->dst)
 		r->dst += n;
 	r->left -= n;
@@ -238,6 +242,10 @@ static int lu_vmalloc_read_list(void *ctx, phys_addr_t phys,
  * @list_crc: if not NULL, set to the lu_crc() of the area's page list
  * @bounce:   LU_READ_BOUNCE_SIZE bytes for copies of pages on the way, or
  *            NULL for our own area, read in place
+ * @inspect:  if not NULL, called with each piece of those bytes as read
+ *            (a page, or what is left of @len), before they are checked:
+ *            it may only gather what a checksum mismatch makes void
+ * @inspect_ctx: its first argument
  *
  * The area may be damaged: every page is read with lu_read_unproven().
  * Nothing is restored or changed: a failure leaves the area as it was.
@@ -246,12 +254,15 @@ static int lu_vmalloc_read_list(void *ctx, phys_addr_t phys,
  * shape, or -EFAULT for a page that is not RAM or cannot be read.
  */
 int lu_vmalloc_read(const struct kho_vmalloc *desc, void *dst, size_t len,
-		    u32 *crc, u32 *list_crc, void *bounce)
+		    u32 *crc, u32 *list_crc, void *bounce,
+		    lu_bytes_fn inspect, void *inspect_ctx)
 {
 	struct lu_vmalloc_reader r = {
 		.dst = dst,
 		.page_buf = bounce ? bounce + PAGE_SIZE : NULL,
 		.left = len,
+		.inspect = inspect,
+		.inspect_ctx = inspect_ctx,
 	};
 	int err;
 
@@ -505,7 +516,8 @@ void lu_kho_write_table(void)
 	table->reserved = 0;
 	lu_root->table_crc = lu_crc(lu_table, l.end, 0);
 	/* Our own area: the walk cannot fail. */
-	lu_vmalloc_read(&lu_table_kho, NULL, 0, &crc, &lu_root->list_crc, NULL);
+	lu_vmalloc_read(&lu_table_kho, NULL, 0, &crc, &lu_root->list_crc, NULL,
+			NULL, NULL);
 	lu_root->table_bytes = l.end;
 	lu_root->table = lu_table_kho;
 	lu_info("handing over %u sessions with %u files, %u subsystems\n",
@@ -758,7 +770,7 @@ static const char *lu_kho_copy_table(const struct lu_ser_root *root,
 	int err;
 
 	err = lu_vmalloc_read(&root->table, copy, root->table_bytes, &crc,
-			      &list_crc, bounce);
+			      &list_crc, bounce, NULL, NULL);
 	if (err == -EFAULT)
 		return "a page of it is not in RAM";
 	if (err)

@@ -308,6 +308,7 @@ static void __exit lu_exit(void)
 	lu_discard_incoming();
 	lu_kho_exit();
 	lu_unregister_file_handler(&lu_memfd_handler);
+	lu_memfd_exit();
 }
 
 module_init(lu_init);

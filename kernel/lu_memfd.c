@@ -32,10 +32,14 @@
  * placeholder folio at each index of a fresh shmem file (allocated,
  * charged and counted as any of its own), and the preserved folio takes
  * its place with replace_page_cache_folio(): the file holds the very
- * pages that were preserved. Large folios are still copied, straight
+ * pages that were preserved. For large folios the placeholder must be of
+ * the same order: a file whose records hold any lives on a tmpfs mount of
+ * our own with huge=within_size, and the file grows folio by folio, so
+ * that the size lets shmem choose each folio's own order. Where the orders
+ * still differ (no THP here, shmem_enabled=deny, or a folio that ends an
+ * aligned range whose start was a hole), the folio is copied, straight
  * into the folios shmem hands out (not through write(), which would obey
- * the caller's RLIMIT_FSIZE), each old folio freed right after its copy.
- * The header is the
+ * the caller's RLIMIT_FSIZE), and freed right after. The header is the
  * file's data in liveupdate's table (lu_file_data_alloc()), so the
  * table's checksum covers it. Before anything is restored, the folio
  * records are read in place (every page checked to be RAM first) and
@@ -49,10 +53,13 @@
 #include <linux/bsearch.h>
 #include <linux/fcntl.h>
 #include <linux/file.h>
+#include <linux/fs_context.h>
 #include <linux/highmem.h>
 #include <linux/io.h>
 #include <linux/kexec_handover.h>
+#include <linux/memcontrol.h>
 #include <linux/mm.h>
+#include <linux/mount.h>
 #include <linux/pagemap.h>
 #include <linux/sched.h>
 #include <linux/shmem_fs.h>
@@ -96,6 +103,7 @@ struct lu_folio_array {
  * @nr_blocks: new kernel: pages of records read so far
  * @pending:   new kernel: a restored folio not copied yet
  * @pending_index: new kernel: its index in the file
+ * @max_order: new kernel: the largest folio order in the records
  * @damaged:   new kernel: the records cannot be trusted from here on
  */
 struct lu_memfd {
@@ -111,8 +119,13 @@ struct lu_memfd {
 	u64 nr_blocks;
 	struct folio *pending;
 	pgoff_t pending_index;
+	unsigned int max_order;
 	bool damaged;
 };
+
+/* New kernel: the tmpfs for files that had large folios (lu_memfd_new_file()). */
+static DEFINE_MUTEX(lu_memfd_huge_lock);
+static struct vfsmount *lu_memfd_huge_mnt;
 
 static bool lu_memfd_can_preserve(struct file *file)
 {
@@ -590,15 +603,26 @@ static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
  * the header's. Only then may an address in them be given to KHO.
  * Return: why they are damaged, or NULL.
  */
+static void lu_memfd_note_orders(void *ctx, const void *bytes, size_t len)
+{
+	const struct lu_ser_folio *f = bytes;
+	unsigned int *max_order = ctx;
+	size_t i;
+
+	for (i = 0; i < len / sizeof(*f); i++)
+		*max_order = max(*max_order, lu_ser_folio_order(&f[i]));
+}
+
 static const char *lu_memfd_verify_records(const struct lu_ser_memfd *ser,
-					   void *bounce)
+					   void *bounce, unsigned int *max_order)
 {
 	u32 crc;
 	int err;
 
 	err = lu_vmalloc_read(&ser->folios, NULL,
 			      ser->nr_folios * sizeof(struct lu_ser_folio),
-			      &crc, NULL, bounce);
+			      &crc, NULL, bounce, lu_memfd_note_orders,
+			      max_order);
 	if (err == -EFAULT)
 		return "folio array page missing";
 	if (err)
@@ -709,7 +733,7 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 		why = "header of the wrong size";
 	else
 		why = lu_memfd_check(m->ser) ?:
-		      lu_memfd_verify_records(m->ser, bounce);
+		      lu_memfd_verify_records(m->ser, bounce, &m->max_order);
 	kfree(bounce);
 	if (why) {
 		lu_memfd_damaged(m, lf->token, why);
@@ -718,12 +742,65 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 	return 0;
 }
 
-static struct file *lu_memfd_new_file(const struct lu_ser_memfd *ser)
+/*
+ * A tmpfs mount of our own with huge=within_size, made once, when a file
+ * with large folios comes in: shmem then hands out a placeholder of a
+ * folio's own order wherever the file's size covers it (see
+ * lu_memfd_restore_folio()), whatever shm_mnt's policy in this kernel.
+ * NULL where it cannot be made (no THP): such folios are copied.
+ */
+static struct vfsmount *lu_memfd_huge_mount(void)
 {
+	struct file_system_type *type;
+	struct vfsmount *mnt = NULL;
+	struct fs_context *fc;
+
+	guard(mutex)(&lu_memfd_huge_lock);
+	if (lu_memfd_huge_mnt)
+		return lu_memfd_huge_mnt;
+	/* tmpfs is built in: the type holds no module reference to drop. */
+	type = get_fs_type("tmpfs");
+	if (!type)
+		return NULL;
+	fc = fs_context_for_mount(type, SB_KERNMOUNT);
+	if (IS_ERR(fc))
+		return NULL;
+	if (!vfs_parse_fs_string(fc, "source", "liveupdate") &&
+	    !vfs_parse_fs_string(fc, "huge", "within_size"))
+		mnt = fc_mount_longterm(fc);
+	put_fs_context(fc);
+	if (IS_ERR_OR_NULL(mnt)) {
+		pr_info_ratelimited("liveupdate: no tmpfs with huge pages: large folios are copied\n");
+		return NULL;
+	}
+	lu_memfd_huge_mnt = mnt;
+	return mnt;
+}
+
+/* Module unload: files on the mount keep it alive until they are closed. */
+void lu_memfd_exit(void)
+{
+	if (lu_memfd_huge_mnt)
+		kern_unmount(lu_memfd_huge_mnt);
+	lu_memfd_huge_mnt = NULL;
+}
+
+/*
+ * The file starts empty and lu_memfd_restore_folio() grows it folio by
+ * folio, so that shmem's huge=within_size (and a shmem_enabled=always of
+ * this kernel) never makes a placeholder larger than the folio that
+ * replaces it out of the size alone.
+ */
+static struct file *lu_memfd_new_file(const struct lu_memfd *m)
+{
+	vma_flags_t flags = mk_vma_flags(VMA_NORESERVE_BIT);
+	struct vfsmount *mnt = m->max_order ? lu_memfd_huge_mount() : NULL;
 	struct file *file;
 
-	file = shmem_file_setup("memfd:", ser->size,
-				mk_vma_flags(VMA_NORESERVE_BIT));
+	if (mnt)
+		file = shmem_file_setup_with_mnt(mnt, "memfd:", 0, flags);
+	else
+		file = shmem_file_setup("memfd:", 0, flags);
 	if (IS_ERR(file))
 		return file;
 	file->f_mode |= FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE;
@@ -736,27 +813,43 @@ static struct file *lu_memfd_new_file(const struct lu_ser_memfd *ser)
 /*
  * Puts the preserved folio itself into the new file in place of the
  * placeholder that shmem just allocated, charged and counted at its index
- * (shmem's own insertion is not exported). replace_page_cache_folio()
- * moves the memcg charge and the NR_FILE_PAGES and NR_SHMEM counts from
- * the placeholder to the folio, as fuse does with fresh folios; shmem's
- * per-inode counts stay right, since the index stays populated. The
- * placeholder is new, so nobody has it mapped or looked it up: it is
- * freed when the caller drops it. Only folios of one page for now; false
- * (nothing changed) for the others, which are copied.
+ * (shmem's own insertion is not exported), when both are of one order.
+ * replace_page_cache_folio() moves the memcg charge and the NR_FILE_PAGES
+ * and NR_SHMEM counts from the placeholder to the folio, as fuse does with
+ * fresh folios; shmem's per-inode counts stay right, since the index stays
+ * populated. The placeholder is new, so nobody has it mapped or looked it
+ * up: it is freed when the caller drops it. A large folio also becomes
+ * what shmem makes of its own (large_rmappable, which THP splitting and
+ * migration look for), the page cache holds one reference per page (the
+ * call moves one), and NR_SHMEM_THPS, counted by shmem when it added the
+ * placeholder, moves with the rest (the nodes may differ). Return: false,
+ * nothing changed, for folios of different orders: they are copied.
  */
 static bool lu_memfd_adopt_folio(struct folio *placeholder, struct folio *old)
 {
-	if (folio_test_uptodate(placeholder) || folio_test_large(placeholder) ||
-	    folio_test_large(old))
+	long nr = folio_nr_pages(old);
+
+	if (folio_test_uptodate(placeholder) ||
+	    folio_order(placeholder) != folio_order(old))
 		return false;
 	__folio_set_locked(old);
 	__folio_set_swapbacked(old);
+	if (nr > 1)
+		folio_set_large_rmappable(old);
 	folio_mark_uptodate(old);
 	replace_page_cache_folio(placeholder, old);
+	if (nr > 1) {
+		folio_ref_add(old, nr - 1);
+		folio_put_refs(placeholder, nr - 1);
+	}
+	if (folio_test_pmd_mappable(old)) {
+		lruvec_stat_mod_folio(placeholder, NR_SHMEM_THPS, -nr);
+		lruvec_stat_mod_folio(old, NR_SHMEM_THPS, nr);
+	}
 	folio_mark_dirty(old);
 	folio_add_lru(old);
 	folio_unlock(old);
-	/* The page cache took its own reference. */
+	/* The page cache took its own references. */
 	folio_put(old);
 	return true;
 }
@@ -776,6 +869,8 @@ static int lu_memfd_restore_folio(struct lu_memfd *m, struct folio *old,
 	size_t done = 0;
 	int err;
 
+	if (i_size_read(inode) < pos + len)
+		i_size_write(inode, pos + len);
 	while (done < len) {
 		struct folio *new;
 		size_t offset, n;
@@ -825,7 +920,7 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 		return err;
 	m = lf->priv;
 	if (!m->file) {
-		m->file = lu_memfd_new_file(m->ser);
+		m->file = lu_memfd_new_file(m);
 		if (IS_ERR(m->file)) {
 			err = PTR_ERR(m->file);
 			m->file = NULL;
@@ -853,7 +948,8 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 		cond_resched();
 	}
 
-	/* Writes are done: put the seals back and hand the file over. */
+	/* Writes are done: the size, the seals, and the file is handed over. */
+	i_size_write(file_inode(m->file), m->ser->size);
 	if (m->ser->seals & F_SEAL_WRITE)
 		mapping_deny_writable(m->file->f_mapping);
 	SHMEM_I(file_inode(m->file))->seals = m->ser->seals;

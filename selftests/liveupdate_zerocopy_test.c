@@ -2,14 +2,18 @@
 /*
  * A restored memfd holds the very pages that were preserved, and is an
  * ordinary memfd again, three kernels:
- *  1. a memfd is preserved, PREPARE pins its pages (which may move them
- *     out of movable memory first), FREEZE; the page frame of every page,
- *     read from /proc/self/pagemap, is left in LU_OUT for kernel 2.
+ *  1. a memfd of small pages and one of 2 MiB transparent huge pages
+ *     (shmem_enabled=always while it is written) are preserved, PREPARE
+ *     pins their pages (which may move them out of movable memory
+ *     first), FREEZE; the page frame of every page, read from
+ *     /proc/self/pagemap, is left in LU_OUT for kernel 2.
  *  2. retrieved in a memory cgroup of its own: every page has the frame
- *     it had (the test names those that do not), the data is intact,
- *     the cgroup's shmem and memory.current count the pages; then the
- *     file behaves as a memfd: seals, writes through a shared mapping,
- *     a punched hole, growing, swapping out and in; preserved again.
+ *     it had (the test names those that do not), the huge pages are
+ *     still huge (/proc/kpageflags) though this kernel's shmem_enabled
+ *     is "never", the data is intact, the cgroup's shmem, shmem_thp and
+ *     memory.current count the pages; then the files behave as memfds:
+ *     seals, writes through a shared mapping, punched holes (one splits
+ *     a huge page), growing, swapping out and in; preserved again.
  *  3. what kernel 2 left is carried by a second kexec.
  * Each test runs in the stage its name says (LU_STAGE).
  */
@@ -32,6 +36,11 @@
 #define HOLE_PAGE	10
 #define WRITTEN_PAGE	20
 #define SEALS		(F_SEAL_SHRINK)
+#define HUGE_TOKEN	2
+#define HUGE_SEED	73
+#define HUGE_HOLE_PAGE	600		/* inside the second huge page */
+#define THP_SHMEM	"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+#define KPF_THP		(1ULL << 22)
 #define FRAMES		"/run/out/zerocopy-frames"
 #define CGROUP		"/sys/fs/cgroup/lu-zerocopy"
 #define SWAP_DEVICE	"/dev/vda"
@@ -78,20 +87,55 @@ static long long cgroup_value(const char *file)
 	return atoll(buf);
 }
 
-/* The "shmem" line of the cgroup's memory.stat, in bytes, or -1. */
-static long long cgroup_shmem(void)
+/* A line of the cgroup's memory.stat ("shmem", "shmem_thp"), in bytes, or -1. */
+static long long cgroup_stat(const char *name)
 {
-	long long value = -1;
-	char line[128];
+	long long value = -1, v;
+	char line[128], key[64];
 	FILE *f = fopen(CGROUP "/memory.stat", "r");
 
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "shmem %lld", &value) == 1)
-			break;
+		if (sscanf(line, "%63s %lld", key, &v) == 2 && !strcmp(key, name))
+			value = v;
 	fclose(f);
 	return value;
+}
+
+/* How many of the @n frames in @pfns are parts of transparent huge pages. */
+static long thp_pages(struct __test_metadata *_metadata, const uint64_t *pfns, long n)
+{
+	uint64_t flags;
+	long i, thp = 0;
+	int kpf;
+
+	kpf = open("/proc/kpageflags", O_RDONLY);
+	ASSERT_LE(0, kpf);
+	for (i = 0; i < n; i++) {
+		ASSERT_EQ((ssize_t)sizeof(flags),
+			  pread(kpf, &flags, sizeof(flags), pfns[i] * sizeof(flags)));
+		thp += !!(flags & KPF_THP);
+	}
+	close(kpf);
+	return thp;
+}
+
+/* Compares the frames of @n pages before and after; returns how many moved. */
+static long moved_pages(struct __test_metadata *_metadata, const char *what,
+			const uint64_t *before, const uint64_t *after, long n)
+{
+	long moved = 0, i;
+
+	for (i = 0; i < n; i++) {
+		if (after[i] == before[i])
+			continue;
+		if (moved++ < 8)
+			TH_LOG("%s page %ld: frame %#llx before the kexec, %#llx after",
+			       what, i, (unsigned long long)before[i],
+			       (unsigned long long)after[i]);
+	}
+	return moved;
 }
 
 /* Moves this process into a memory cgroup of its own. */
@@ -120,8 +164,8 @@ static int retrieve_memfd(struct __test_metadata *_metadata, int *dev, int *sess
 
 TEST(kernel1_preserve_and_record)
 {
-	uint64_t pfns[NR_PAGES];
-	int dev, session, fd, out;
+	uint64_t pfns[2 * NR_PAGES];
+	int dev, session, fd, huge, out;
 	long i;
 
 	dev = open(LU_DEVICE, O_RDWR);
@@ -130,15 +174,23 @@ TEST(kernel1_preserve_and_record)
 	ASSERT_LE(0, fd);
 	ASSERT_EQ(0, lu_pattern_write(fd, SEED, 0, SIZE));
 	ASSERT_EQ(0, fcntl(fd, F_ADD_SEALS, SEALS));
+	ASSERT_EQ(0, lu_write_str(THP_SHMEM, "always"));
+	huge = memfd_create("zerocopy-huge", MFD_CLOEXEC);
+	ASSERT_LE(0, huge);
+	ASSERT_EQ(0, lu_pattern_write(huge, HUGE_SEED, 0, SIZE));
+	ASSERT_EQ(0, lu_write_str(THP_SHMEM, "never"));
 	session = lu_create_session(dev, SESSION);
 	ASSERT_LE(0, session);
 	ASSERT_EQ(0, lu_preserve(session, fd, TOKEN));
+	ASSERT_EQ(0, lu_preserve(session, huge, HUGE_TOKEN));
 	ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_PREPARE, NULL));
 	ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_FREEZE, NULL));
 	/* Pinned since PREPARE: these frames are the ones handed over. */
 	read_frames(_metadata, fd, pfns);
-	for (i = 0; i < NR_PAGES; i++)
+	read_frames(_metadata, huge, pfns + NR_PAGES);
+	for (i = 0; i < 2 * NR_PAGES; i++)
 		ASSERT_NE(0ULL, pfns[i]);
+	ASSERT_EQ(NR_PAGES, thp_pages(_metadata, pfns + NR_PAGES, NR_PAGES));
 	out = open(FRAMES, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	ASSERT_LE(0, out);
 	ASSERT_EQ((ssize_t)sizeof(pfns), write(out, pfns, sizeof(pfns)));
@@ -148,11 +200,12 @@ TEST(kernel1_preserve_and_record)
 
 TEST(kernel2_same_pages_then_an_ordinary_memfd)
 {
-	uint64_t before[NR_PAGES], after[NR_PAGES];
-	long moved = 0, i;
+	uint64_t before[2 * NR_PAGES], after[2 * NR_PAGES];
+	uint8_t zero[PAGE] = { 0 }, buf[PAGE];
+	int dev, session, fd, huge, in;
 	long long charged;
-	int dev, session, fd, in;
 	uint8_t *map;
+	long moved, i;
 
 	in = open(FRAMES, O_RDONLY);
 	ASSERT_LE(0, in);
@@ -162,24 +215,37 @@ TEST(kernel2_same_pages_then_an_ordinary_memfd)
 	enter_cgroup(_metadata);
 	charged = cgroup_value("memory.current");
 	fd = retrieve_memfd(_metadata, &dev, &session);
+	huge = lu_retrieve(session, HUGE_TOKEN);
+	ASSERT_LE(0, huge);
 
 	read_frames(_metadata, fd, after);
-	for (i = 0; i < NR_PAGES; i++) {
-		if (after[i] == before[i])
-			continue;
-		if (moved++ < 8)
-			TH_LOG("page %ld: frame %#llx before the kexec, %#llx after",
-			       i, (unsigned long long)before[i],
-			       (unsigned long long)after[i]);
-	}
-	EXPECT_EQ(0, moved) TH_LOG("%ld of %ld pages are copies", moved, NR_PAGES);
+	read_frames(_metadata, huge, after + NR_PAGES);
+	moved = moved_pages(_metadata, "small", before, after, NR_PAGES);
+	EXPECT_EQ(0, moved) TH_LOG("%ld of %ld small pages are copies", moved, NR_PAGES);
+	moved = moved_pages(_metadata, "huge", before + NR_PAGES, after + NR_PAGES, NR_PAGES);
+	EXPECT_EQ(0, moved) TH_LOG("%ld of %ld huge pages' pages are copies", moved, NR_PAGES);
+	EXPECT_EQ(NR_PAGES, thp_pages(_metadata, after + NR_PAGES, NR_PAGES));
 	EXPECT_EQ(-1LL, lu_pattern_verify(fd, SEED, 0, SIZE));
+	EXPECT_EQ(-1LL, lu_pattern_verify(huge, HUGE_SEED, 0, SIZE));
 	/*
-	 * Counted as shmem and charged to the retriever's cgroup. (Not the
-	 * global Shmem: other tmpfs files come and go meanwhile.)
+	 * Counted as shmem (the huge ones as shmem_thp too) and charged to
+	 * the retriever's cgroup, new and holding only this process. (Not
+	 * the global Shmem: other tmpfs files come and go meanwhile; and the
+	 * cgroup's other charges move a few pages either way.)
 	 */
-	EXPECT_LE(charged + SIZE, cgroup_value("memory.current"));
-	EXPECT_LE(SIZE, cgroup_shmem());
+	EXPECT_GT(SIZE / 2, charged);
+	EXPECT_LE(2 * SIZE, cgroup_value("memory.current"));
+	EXPECT_LE(2 * SIZE, cgroup_stat("shmem"));
+	EXPECT_LE(SIZE, cgroup_stat("shmem_thp"));
+
+	/* A hole punched into a huge page splits it; the rest stays. */
+	ASSERT_EQ(0, fallocate(huge, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			       HUGE_HOLE_PAGE * PAGE, PAGE));
+	ASSERT_EQ(PAGE, pread(huge, buf, PAGE, HUGE_HOLE_PAGE * PAGE));
+	EXPECT_EQ(0, memcmp(buf, zero, PAGE));
+	EXPECT_EQ(-1LL, lu_pattern_verify(huge, HUGE_SEED, 0, HUGE_HOLE_PAGE * PAGE));
+	EXPECT_EQ(-1LL, lu_pattern_verify(huge, HUGE_SEED, (HUGE_HOLE_PAGE + 1) * PAGE,
+					  SIZE - (HUGE_HOLE_PAGE + 1) * PAGE));
 
 	/* An ordinary memfd: its seals, writes through a shared mapping, a hole. */
 	EXPECT_EQ(SEALS, fcntl(fd, F_GET_SEALS));
@@ -210,13 +276,14 @@ TEST(kernel2_same_pages_then_an_ordinary_memfd)
 	session = lu_create_session(dev, SESSION);
 	ASSERT_LE(0, session);
 	ASSERT_EQ(0, lu_preserve(session, fd, TOKEN));
+	ASSERT_EQ(0, lu_preserve(session, huge, HUGE_TOKEN));
 	ASSERT_EQ(0, lu_hold_fds_until_kexec());
 }
 
 TEST(kernel3_carried_again)
 {
 	uint8_t zero[PAGE] = { 0 }, buf[PAGE];
-	int dev, session, fd;
+	int dev, session, fd, huge;
 
 	fd = retrieve_memfd(_metadata, &dev, &session);
 	EXPECT_EQ(SEALS | F_SEAL_SEAL, fcntl(fd, F_GET_SEALS));
@@ -226,6 +293,14 @@ TEST(kernel3_carried_again)
 	EXPECT_EQ(-1LL, lu_pattern_verify(fd, SEED_AGAIN, WRITTEN_PAGE * PAGE, PAGE));
 	EXPECT_EQ(-1LL, lu_pattern_verify(fd, SEED, (WRITTEN_PAGE + 1) * PAGE,
 					  SIZE - (WRITTEN_PAGE + 1) * PAGE));
+
+	huge = lu_retrieve(session, HUGE_TOKEN);
+	ASSERT_LE(0, huge);
+	ASSERT_EQ(PAGE, pread(huge, buf, PAGE, HUGE_HOLE_PAGE * PAGE));
+	EXPECT_EQ(0, memcmp(buf, zero, PAGE));
+	EXPECT_EQ(-1LL, lu_pattern_verify(huge, HUGE_SEED, 0, HUGE_HOLE_PAGE * PAGE));
+	EXPECT_EQ(-1LL, lu_pattern_verify(huge, HUGE_SEED, (HUGE_HOLE_PAGE + 1) * PAGE,
+					  SIZE - (HUGE_HOLE_PAGE + 1) * PAGE));
 	ASSERT_EQ(0, lu_finish(session));
 }
 
