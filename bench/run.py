@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
 GIB = 1 << 30
 STAMP_RE = re.compile(r"^\[\s*([0-9.]+)\] (.*)$")
+THP_SHMEM = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
 
 # Figures reported per point: key, label, unit.
 FIGURES = [
@@ -146,8 +147,10 @@ def run_once(args: argparse.Namespace, variant: Variant, size: int, files: int,
     events = "" if variant.events else " --no-events"
     plan = out.with_suffix(".plan")
     plan.parent.mkdir(parents=True, exist_ok=True)
+    # --thp: the memfds are filled in 2 MiB transparent huge pages.
+    thp = f"echo always > {THP_SHMEM} && " if args.thp else ""
     plan.write_text(
-        f"bench/lu_bench preserve {common} --out /run/out/stage1.json{module}{events}\n"
+        f"{thp}bench/lu_bench preserve {common} --out /run/out/stage1.json{module}{events}\n"
         f"bench/lu_bench retrieve {common} --out /run/out/stage2.json{module}\n")
     cmd = [sys.executable, str(CHECKOUT / "qemu" / "run.py"), str(plan),
            "--kernel", str(variant.kernel), "--python", args.python, "--quiet",
@@ -202,7 +205,8 @@ def markdown(points: list[dict], meta: dict) -> str:
     lines = [
         "# liveupdate.ko vs mainline LUO",
         "",
-        f"{meta['date']}, {meta['guest']}; {meta['repeats']} repeat(s) per point; "
+        f"{meta['date']}, {meta['guest']}; memfds in {meta.get('pages', '4 KiB pages')}; "
+        f"{meta['repeats']} repeat(s) per point; "
         "medians, ratio = ours / mainline of the same run.",
         f"Clocks: {meta['clocks']}",
         "",
@@ -292,6 +296,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="ours,mainline",
                         help="ours, mainline, ours-reboot (ours without PREPARE/FREEZE)")
+    parser.add_argument("--thp", action="store_true",
+                        help="fill the memfds in transparent huge pages (shmem_enabled=always)")
     parser.add_argument("--mem", default="3G")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--results", type=Path, default=HERE / "results")
@@ -340,6 +346,7 @@ def main() -> int:
         "guest": f"QEMU TCG, {args.mem} RAM, 2 vCPUs, on {platform.node() or 'host'} "
                  f"({platform.machine()})",
         "repeats": args.repeats,
+        "pages": "2 MiB transparent huge pages" if args.thp else "4 KiB pages",
         "variants": {v.name: {"kernel": str(v.kernel), "module": v.module,
                               "events": v.events, "append": v.append} for v in variants},
         "clocks": "phases within a kernel: guest CLOCK_MONOTONIC; blackout and its "
