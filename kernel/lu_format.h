@@ -180,6 +180,10 @@ struct lu_ser_subsystem {
  * @records_crc: CRC32 of the @nr_folios records of @folios, in order
  * @nr_folios: entries in @folios
  * @folios:    the array of struct lu_ser_folio
+ *
+ * The file's name (its dentry's, "memfd:NAME") follows, without a NUL, up
+ * to the end of the data: at most NAME_MAX bytes, none in data written
+ * before names were carried.
  */
 struct lu_ser_memfd {
 	__u64 size;

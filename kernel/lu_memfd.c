@@ -39,9 +39,10 @@
  * still differ (no THP here, shmem_enabled=deny, or a folio that ends an
  * aligned range whose start was a hole), the folio is copied, straight
  * into the folios shmem hands out (not through write(), which would obey
- * the caller's RLIMIT_FSIZE), and freed right after. The header is the
- * file's data in liveupdate's table (lu_file_data_alloc()), so the
- * table's checksum covers it. Before anything is restored, the folio
+ * the caller's RLIMIT_FSIZE), and freed right after. The new file gets
+ * the old one's name ("memfd:NAME"). The header, and the name after it,
+ * are the file's data in liveupdate's table (lu_file_data_alloc()), so
+ * the table's checksum covers them. Before anything is restored, the folio
  * records are read in place (every page checked to be RAM first) and
  * their checksum compared, so that KHO is only ever given addresses that
  * arrived intact; the copy then walks the array in place too, page by
@@ -51,6 +52,7 @@
  * (-EIO) fails every retrieval, and finish frees what it can trust.
  */
 #include <linux/bsearch.h>
+#include <linux/dcache.h>
 #include <linux/fcntl.h>
 #include <linux/file.h>
 #include <linux/fs_context.h>
@@ -64,6 +66,7 @@
 #include <linux/sched.h>
 #include <linux/shmem_fs.h>
 #include <linux/slab.h>
+#include <linux/string.h>
 #include <linux/vmalloc.h>
 #include <linux/xarray.h>
 
@@ -104,6 +107,8 @@ struct lu_folio_array {
  * @pending:   new kernel: a restored folio not copied yet
  * @pending_index: new kernel: its index in the file
  * @max_order: new kernel: the largest folio order in the records
+ * @name:      new kernel: the file's name, after @ser in its buffer
+ * @name_len:  new kernel: its bytes (0: "memfd:", as data before names had)
  * @damaged:   new kernel: the records cannot be trusted from here on
  */
 struct lu_memfd {
@@ -120,6 +125,8 @@ struct lu_memfd {
 	struct folio *pending;
 	pgoff_t pending_index;
 	unsigned int max_order;
+	const char *name;
+	size_t name_len;
 	bool damaged;
 };
 
@@ -480,9 +487,17 @@ static int lu_memfd_prepare(struct lu_file *lf)
 {
 	struct inode *inode = file_inode(lf->file);
 	struct lu_memfd *m = lf->priv;
+	struct name_snapshot name;
+	size_t name_len;
 	int err;
 
-	m->ser = lu_file_data_alloc(lf, sizeof(*m->ser));
+	/* The name follows the header ("memfd:NAME": readlink shows it). */
+	take_dentry_name_snapshot(&name, file_dentry(lf->file));
+	name_len = min_t(size_t, name.name.len, NAME_MAX);
+	m->ser = lu_file_data_alloc(lf, sizeof(*m->ser) + name_len);
+	if (!IS_ERR(m->ser))
+		memcpy(m->ser + 1, name.name.name, name_len);
+	release_dentry_name_snapshot(&name);
 	if (IS_ERR(m->ser)) {
 		err = PTR_ERR(m->ser);
 		m->ser = NULL;
@@ -593,6 +608,14 @@ static const char *lu_memfd_check(const struct lu_ser_memfd *ser)
 	    DIV_ROUND_UP(ser->nr_folios, LU_RECORDS_PER_PAGE) ||
 	    ser->folios.order || (ser->nr_folios && !ser->folios.first.phys))
 		return "folio array of the wrong shape";
+	return NULL;
+}
+
+/* A name a dentry can have: no '/', no NUL. Return: why not, or NULL. */
+static const char *lu_memfd_check_name(const char *name, size_t len)
+{
+	if (memchr(name, '/', len) || memchr(name, '\0', len))
+		return "name with a slash or a NUL";
 	return NULL;
 }
 
@@ -729,11 +752,16 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 	}
 	m->ser = lf->data.ptr;
 	lf->priv = m;
-	if (lf->data.size != sizeof(*m->ser))
+	if (lf->data.size < sizeof(*m->ser) ||
+	    lf->data.size > sizeof(*m->ser) + NAME_MAX) {
 		why = "header of the wrong size";
-	else
+	} else {
+		m->name = (const char *)(m->ser + 1);
+		m->name_len = lf->data.size - sizeof(*m->ser);
 		why = lu_memfd_check(m->ser) ?:
+		      lu_memfd_check_name(m->name, m->name_len) ?:
 		      lu_memfd_verify_records(m->ser, bounce, &m->max_order);
+	}
 	kfree(bounce);
 	if (why) {
 		lu_memfd_damaged(m, lf->token, why);
@@ -796,11 +824,17 @@ static struct file *lu_memfd_new_file(const struct lu_memfd *m)
 	vma_flags_t flags = mk_vma_flags(VMA_NORESERVE_BIT);
 	struct vfsmount *mnt = m->max_order ? lu_memfd_huge_mount() : NULL;
 	struct file *file;
+	char *name;
 
+	name = m->name_len ? kmemdup_nul(m->name, m->name_len, GFP_KERNEL) :
+			     kstrdup("memfd:", GFP_KERNEL);
+	if (!name)
+		return ERR_PTR(-ENOMEM);
 	if (mnt)
-		file = shmem_file_setup_with_mnt(mnt, "memfd:", 0, flags);
+		file = shmem_file_setup_with_mnt(mnt, name, 0, flags);
 	else
-		file = shmem_file_setup("memfd:", 0, flags);
+		file = shmem_file_setup(name, 0, flags);
+	kfree(name);
 	if (IS_ERR(file))
 		return file;
 	file->f_mode |= FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE;
@@ -1043,6 +1077,8 @@ static const struct lu_debug_field lu_memfd_fields[] = {
 	LU_DEBUG_FIELD("folios_pages", lu_ser_memfd, folios.total_pages),
 	LU_DEBUG_FIELD("folios_order", lu_ser_memfd, folios.order),
 	LU_DEBUG_FIELD("folios_first", lu_ser_memfd, folios.first.phys),
+	/* The first byte of the name that follows the header. */
+	{ "name", sizeof(struct lu_ser_memfd), 1 },
 	{}
 };
 
@@ -1064,12 +1100,12 @@ void lu_memfd_debug_miswrite(struct lu_file *lf, void *data, u32 size)
 	bool xor;
 
 	if (lf->handler != &lu_memfd_handler ||
-	    size != sizeof(struct lu_ser_memfd) ||
+	    size < sizeof(struct lu_ser_memfd) ||
 	    !lu_debug_miswrite_memfd(lf->token, name, sizeof(name), &value,
 				     &xor))
 		return;
 	f = lu_debug_field_named(lu_memfd_fields, name);
-	if (f)
+	if (f && f->offset + f->size <= size)
 		lu_debug_write_field(data + f->offset, f->size, value, xor);
 }
 #endif

@@ -53,9 +53,10 @@ enum {
  * 16-byte folio records (DAMAGED_PAGES of them: two pages of records),
  * then the first page of the array's page list (its link, then its page
  * addresses). Written wrong, every checksum right (test_miswrite_memfd):
- * one field of its header, which lives in the table, so that only the
- * next kernel's checks of the values can notice. (Damage to the table in
- * transit refuses the whole hand-over: damaged_c shows that.)
+ * one field of its header (or its name after it), which lives in the
+ * table, so that only the next kernel's checks of the values can notice.
+ * (Damage to the table in transit refuses the whole hand-over: damaged_c
+ * shows that.)
  */
 #define DAMAGED_PAGES	300
 #define RECORDS		(DAMAGED_PAGES * 16)
@@ -91,6 +92,8 @@ static const struct {
 	{ "array's page count", 0, "folios_pages=3", BAD_SHAPE },
 	{ "array's order", 0, "folios_order=1", BAD_SHAPE },
 	{ "no array", 0, "folios_first=0", BAD_SHAPE },
+	{ "a slash in the name", 0, "name=0x2f", "name with a slash or a NUL" },
+	{ "a NUL in the name", 0, "name=0", "name with a slash or a NUL" },
 	/*
 	 * The array's page list at a page the next kernel frees at once (the
 	 * table's), free or someone else's by the time it is read: it must

@@ -7,7 +7,8 @@
  *     pins their pages (which may move them out of movable memory
  *     first), FREEZE; the page frame of every page, read from
  *     /proc/self/pagemap, is left in LU_OUT for kernel 2.
- *  2. retrieved in a memory cgroup of its own: every page has the frame
+ *  2. retrieved in a memory cgroup of its own, with their names
+ *     (readlink of /proc/self/fd/N): every page has the frame
  *     it had (the test names those that do not), the huge pages are
  *     still huge (/proc/kpageflags) though this kernel's shmem_enabled
  *     is "never", the data is intact, the cgroup's shmem, shmem_thp and
@@ -42,6 +43,8 @@
 #define THP_SHMEM	"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
 #define KPF_THP		(1ULL << 22)
 #define FRAMES		"/run/out/zerocopy-frames"
+#define NAME		"/memfd:zerocopy (deleted)"
+#define HUGE_NAME	"/memfd:zerocopy-huge (deleted)"
 #define CGROUP		"/sys/fs/cgroup/lu-zerocopy"
 #define SWAP_DEVICE	"/dev/vda"
 #define PM_PRESENT	(1ULL << 63)
@@ -138,6 +141,19 @@ static long moved_pages(struct __test_metadata *_metadata, const char *what,
 	return moved;
 }
 
+/* The name the file behind @fd shows in /proc/self/fd. */
+static void expect_name(struct __test_metadata *_metadata, int fd, const char *want)
+{
+	char path[64], link[256];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	ASSERT_LT(0, n);
+	link[n] = 0;
+	EXPECT_STREQ(want, link);
+}
+
 /* Moves this process into a memory cgroup of its own. */
 static void enter_cgroup(struct __test_metadata *_metadata)
 {
@@ -179,6 +195,8 @@ TEST(kernel1_preserve_and_record)
 	ASSERT_LE(0, huge);
 	ASSERT_EQ(0, lu_pattern_write(huge, HUGE_SEED, 0, SIZE));
 	ASSERT_EQ(0, lu_write_str(THP_SHMEM, "never"));
+	expect_name(_metadata, fd, NAME);
+	expect_name(_metadata, huge, HUGE_NAME);
 	session = lu_create_session(dev, SESSION);
 	ASSERT_LE(0, session);
 	ASSERT_EQ(0, lu_preserve(session, fd, TOKEN));
@@ -217,6 +235,8 @@ TEST(kernel2_same_pages_then_an_ordinary_memfd)
 	fd = retrieve_memfd(_metadata, &dev, &session);
 	huge = lu_retrieve(session, HUGE_TOKEN);
 	ASSERT_LE(0, huge);
+	expect_name(_metadata, fd, NAME);
+	expect_name(_metadata, huge, HUGE_NAME);
 
 	read_frames(_metadata, fd, after);
 	read_frames(_metadata, huge, after + NR_PAGES);
@@ -296,6 +316,8 @@ TEST(kernel3_carried_again)
 
 	huge = lu_retrieve(session, HUGE_TOKEN);
 	ASSERT_LE(0, huge);
+	expect_name(_metadata, fd, NAME);
+	expect_name(_metadata, huge, HUGE_NAME);
 	ASSERT_EQ(PAGE, pread(huge, buf, PAGE, HUGE_HOLE_PAGE * PAGE));
 	EXPECT_EQ(0, memcmp(buf, zero, PAGE));
 	EXPECT_EQ(-1LL, lu_pattern_verify(huge, HUGE_SEED, 0, HUGE_HOLE_PAGE * PAGE));
