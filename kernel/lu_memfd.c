@@ -619,13 +619,7 @@ static const char *lu_memfd_check_name(const char *name, size_t len)
 	return NULL;
 }
 
-/*
- * Reads the folio records in place (through copies: an address in a
- * damaged page list may name any page), each page of the array and of its
- * page list checked to be RAM first, and compares their checksum with
- * the header's. Only then may an address in them be given to KHO.
- * Return: why they are damaged, or NULL.
- */
+/* Records the largest order among records read (lu_vmalloc_read()'s inspector). */
 static void lu_memfd_note_orders(void *ctx, const void *bytes, size_t len)
 {
 	const struct lu_ser_folio *f = bytes;
@@ -636,6 +630,13 @@ static void lu_memfd_note_orders(void *ctx, const void *bytes, size_t len)
 		*max_order = max(*max_order, lu_ser_folio_order(&f[i]));
 }
 
+/*
+ * Reads the folio records in place (through copies: an address in a
+ * damaged page list may name any page), each page of the array and of its
+ * page list checked to be RAM first, and compares their checksum with
+ * the header's. Only then may an address in them be given to KHO.
+ * Return: why they are damaged, or NULL.
+ */
 static const char *lu_memfd_verify_records(const struct lu_ser_memfd *ser,
 					   void *bounce, unsigned int *max_order)
 {
@@ -826,14 +827,13 @@ static struct file *lu_memfd_new_file(const struct lu_memfd *m)
 	struct file *file;
 	char *name;
 
-	name = m->name_len ? kmemdup_nul(m->name, m->name_len, GFP_KERNEL) :
-			     kstrdup("memfd:", GFP_KERNEL);
-	if (!name)
+	name = m->name_len ? kmemdup_nul(m->name, m->name_len, GFP_KERNEL) : NULL;
+	if (m->name_len && !name)
 		return ERR_PTR(-ENOMEM);
 	if (mnt)
-		file = shmem_file_setup_with_mnt(mnt, name, 0, flags);
+		file = shmem_file_setup_with_mnt(mnt, name ?: "memfd:", 0, flags);
 	else
-		file = shmem_file_setup(name, 0, flags);
+		file = shmem_file_setup(name ?: "memfd:", 0, flags);
 	kfree(name);
 	if (IS_ERR(file))
 		return file;
