@@ -15,6 +15,7 @@
 #include <linux/io.h>
 #include <linux/kstrtox.h>
 #include <linux/moduleparam.h>
+#include <linux/spinlock.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 
@@ -31,6 +32,10 @@ MODULE_PARM_DESC(test_fail_freeze, "testing: FREEZE fails with EIO at this token
 static unsigned long long test_slow_retrieve;
 module_param(test_slow_retrieve, ullong, 0600);
 MODULE_PARM_DESC(test_slow_retrieve, "testing: retrieving the file of this token takes 5 s longer, with its locks held (0: off)");
+
+static unsigned long test_fail_restore;
+module_param(test_fail_restore, ulong, 0600);
+MODULE_PARM_DESC(test_fail_restore, "testing: the Nth memfd folio restored from now on fails with ENOMEM, in whichever task restores it (0: off)");
 
 static char test_damage_handover[64];
 module_param_string(test_damage_handover, test_damage_handover,
@@ -103,6 +108,22 @@ void lu_debug_slow_retrieve(u64 token)
 {
 	if (test_slow_retrieve && token == test_slow_retrieve)
 		msleep_interruptible(5000);
+}
+
+/**
+ * lu_debug_fail_restore - test hook: fail one folio's restore, once
+ *
+ * fail-nth is per task, and a retrieval's workers are other tasks: this
+ * counts the folios restored by all of them.
+ *
+ * Return: true for the folio test_fail_restore counted down to.
+ */
+bool lu_debug_fail_restore(void)
+{
+	static DEFINE_SPINLOCK(lock);
+
+	guard(spinlock)(&lock);
+	return test_fail_restore && !--test_fail_restore;
 }
 
 /**

@@ -34,23 +34,27 @@
  * its place with replace_page_cache_folio(): the file holds the very
  * pages that were preserved. For large folios the placeholder must be of
  * the same order: a file whose records hold any lives on a tmpfs mount of
- * our own with huge=within_size, and the file grows folio by folio, so
- * that the size lets shmem choose each folio's own order. Where the orders
- * still differ (no THP here, shmem_enabled=deny, or a folio that ends an
- * aligned range whose start was a hole), the folio is copied, straight
- * into the folios shmem hands out (not through write(), which would obey
- * the caller's RLIMIT_FSIZE), and freed right after. The new file gets
- * the old one's name ("memfd:NAME"). The header, and the name after it,
- * are the file's data in liveupdate's table (lu_file_data_alloc()), so
- * the table's checksum covers them. Before anything is restored, the folio
- * records are read in place (every page checked to be RAM first) and
- * their checksum compared, so that KHO is only ever given addresses that
- * arrived intact; the copy then walks the array in place too, page by
- * page, through KHO's vmalloc ABI, so that nothing but our own
- * allocations can fail. A transient failure keeps
- * what was copied and the next retrieval resumes from there; damaged data
- * (-EIO) fails every retrieval, and finish frees what it can trust.
+ * our own with huge=within_size, and stays empty until the end, so that
+ * shmem sizes each placeholder by the folio being restored. Where the
+ * orders still differ (no THP here, shmem_enabled=deny, or a folio that
+ * ends an aligned range whose start was a hole), the folio is copied,
+ * straight into the folios shmem hands out (not through write(), which
+ * would obey the caller's RLIMIT_FSIZE), and freed right after. The new
+ * file gets the old one's name ("memfd:NAME"). The header, and the name
+ * after it, are the file's data in liveupdate's table
+ * (lu_file_data_alloc()), so the table's checksum covers them.
+ *
+ * Before anything is restored, the folio records are read in place
+ * (every page checked to be RAM first) and their checksum compared, so
+ * that KHO is only ever given addresses that arrived intact; then the
+ * pages of records are restored and every record checked. The folios are
+ * restored in ranges of records: a file of small folios is spread over
+ * the CPUs, its ranges taken by workers that charge the retrieving task's
+ * memory cgroup. Each range keeps its progress: a transient failure keeps
+ * what was restored and the next retrieval resumes from there; damaged
+ * data (-EIO) fails every retrieval, and finish frees what it can trust.
  */
+#include <linux/atomic.h>
 #include <linux/bsearch.h>
 #include <linux/dcache.h>
 #include <linux/fcntl.h>
@@ -64,10 +68,13 @@
 #include <linux/mount.h>
 #include <linux/pagemap.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/shmem_fs.h>
 #include <linux/slab.h>
+#include <linux/spinlock.h>
 #include <linux/string.h>
 #include <linux/vmalloc.h>
+#include <linux/workqueue.h>
 #include <linux/xarray.h>
 
 #include "lu_internal.h"
@@ -91,39 +98,44 @@ struct lu_folio_array {
 };
 
 /**
+ * struct lu_memfd_range - a retrieval's progress through a range of records
+ * @done:    records of the range whose folios are in the new file
+ * @pending: the folio of the next record, restored from KHO, not yet in
+ *           the file (a transient failure left it there)
+ */
+struct lu_memfd_range {
+	u64 done;
+	struct folio *pending;
+};
+
+/**
  * struct lu_memfd - a memfd's hand-over state, in either kernel
  * @ser:       the header: the file's data (lu_file.data), liveupdate's
  *             buffer in the old kernel and its checked copy in the new
  * @arr:       old kernel: the folio records, published in @ser once
  *             prepared, and never changed while published
  * @file:      new kernel: the file being rebuilt
- * @chunk:     new kernel: the page of the array's page list being read
- * @slot:      new kernel: the next entry of @chunk
- * @block:     new kernel: the page of folio records being read
- * @in_block:  new kernel: the next record of @block
- * @next:      new kernel: records read so far
- * @end:       new kernel: first page index after the last record read
- * @nr_blocks: new kernel: pages of records read so far
- * @pending:   new kernel: a restored folio not copied yet
- * @pending_index: new kernel: its index in the file
+ * @blocks:    new kernel: the pages of folio records, restored from KHO,
+ *             in order (lu_memfd_map_records())
+ * @nr_blocks: new kernel: pages in @blocks
+ * @nr_valid:  new kernel: records checked good, from the first on: all of
+ *             them, unless damaged
+ * @ranges:    new kernel: each range of LU_RESTORE_RANGE records' progress
+ * @nr_ranges: new kernel: entries in @ranges
  * @max_order: new kernel: the largest folio order in the records
  * @name:      new kernel: the file's name, after @ser in its buffer
  * @name_len:  new kernel: its bytes (0: "memfd:", as data before names had)
- * @damaged:   new kernel: the records cannot be trusted from here on
+ * @damaged:   new kernel: the records cannot be trusted past @nr_valid
  */
 struct lu_memfd {
 	struct lu_ser_memfd *ser;
 	struct lu_folio_array arr;
 	struct file *file;
-	struct kho_vmalloc_chunk *chunk;
-	unsigned int slot;
-	struct lu_ser_folio *block;
-	unsigned int in_block;
-	u64 next;
-	u64 end;
+	struct lu_ser_folio **blocks;
 	u64 nr_blocks;
-	struct folio *pending;
-	pgoff_t pending_index;
+	u64 nr_valid;
+	struct lu_memfd_range *ranges;
+	u64 nr_ranges;
 	unsigned int max_order;
 	const char *name;
 	size_t name_len;
@@ -588,6 +600,13 @@ static int lu_memfd_freeze(struct lu_file *lf)
 #define LU_RECORDS_PER_PAGE	(PAGE_SIZE / sizeof(struct lu_ser_folio))
 
 /*
+ * A retrieval's unit of work (4 MiB of small pages), and the most tasks
+ * one retrieval keeps busy.
+ */
+#define LU_RESTORE_RANGE	(4 * LU_RECORDS_PER_PAGE)
+#define LU_RESTORE_MAX_WORKERS	16U
+
+/*
  * Checks the header before anything else is touched: size, seals,
  * position, and a folio array whose size matches its count. Return: why
  * it is damaged, or NULL.
@@ -666,83 +685,112 @@ static void lu_memfd_free_page(void *addr)
 		__free_page(virt_to_page(addr));
 }
 
-/*
- * New kernel: the next folio record, read from the preserved array in
- * place through KHO's vmalloc ABI (include/linux/kho/abi/), page by
- * page: restoring a page allocates nothing, so no allocation failure can
- * strand the array half restored (kho_restore_vmalloc() cannot be
- * retried once it has restored pages). Each page is freed once read.
- *
- * Return: 0 and the record in *@rec, -ENODATA after the last one, or
- * -EIO for damaged data (from then on, always).
- */
-static int lu_memfd_next_record(struct lu_memfd *m, u64 token,
-				const struct lu_ser_folio **rec)
+static struct lu_ser_folio *lu_memfd_record_at(const struct lu_memfd *m, u64 i)
 {
-	u64 pages = DIV_ROUND_UP(m->ser->size, PAGE_SIZE);
-	const struct lu_ser_folio *f;
-	struct page *page;
-	phys_addr_t phys;
+	return &m->blocks[i / LU_RECORDS_PER_PAGE][i % LU_RECORDS_PER_PAGE];
+}
 
-	if (m->damaged)
-		return -EIO;
-	if (m->next == m->ser->nr_folios)
-		return -ENODATA;
-	if (!m->block || m->in_block == LU_RECORDS_PER_PAGE) {
-		lu_memfd_free_page(m->block);
-		m->block = NULL;
-		if (!m->chunk || m->slot == KHO_VMALLOC_SIZE ||
-		    !m->chunk->phys[m->slot]) {
-			phys = m->chunk ? m->chunk->hdr.next.phys :
-					  m->ser->folios.first.phys;
-			lu_memfd_free_page(m->chunk);
-			m->chunk = NULL;
-			page = phys ? kho_restore_pages(phys, 1) : NULL;
+/*
+ * Restores the pages of the folio array's page list, @m->ser->folios
+ * (include/linux/kho/abi/), into @m->blocks, freeing each page of the
+ * list once read. Return: why the list is damaged, or NULL.
+ */
+static const char *lu_memfd_map_blocks(struct lu_memfd *m)
+{
+	u64 total = m->ser->folios.total_pages;
+	phys_addr_t next = m->ser->folios.first.phys;
+	struct kho_vmalloc_chunk *chunk;
+	const char *why = NULL;
+	struct page *page;
+	unsigned int slot;
+
+	while (!why && m->nr_blocks < total) {
+		page = next ? kho_restore_pages(next, 1) : NULL;
+		if (!page)
+			return "folio array cut short";
+		chunk = page_address(page);
+		/* A slot without a page: the list goes on in the next chunk. */
+		for (slot = 0; slot < KHO_VMALLOC_SIZE && chunk->phys[slot] &&
+		     m->nr_blocks < total; slot++) {
+			page = kho_restore_pages(chunk->phys[slot], 1);
 			if (!page) {
-				lu_memfd_damaged(m, token, "folio array cut short");
-				return -EIO;
+				why = "folio array page missing";
+				break;
 			}
-			m->chunk = page_address(page);
-			m->slot = 0;
+			m->blocks[m->nr_blocks++] = page_address(page);
 		}
-		phys = m->chunk->phys[m->slot++];
-		page = phys && m->nr_blocks < m->ser->folios.total_pages ?
-		       kho_restore_pages(phys, 1) : NULL;
-		if (!page) {
-			lu_memfd_damaged(m, token, "folio array page missing");
-			return -EIO;
-		}
-		m->block = page_address(page);
-		m->in_block = 0;
-		m->nr_blocks++;
+		next = chunk->hdr.next.phys;
+		lu_memfd_free_page(chunk);
 	}
-	f = &m->block[m->in_block++];
-	if (lu_ser_folio_order(f) > MAX_PAGE_ORDER || f->index >= pages ||
-	    !IS_ALIGNED(f->index, 1UL << lu_ser_folio_order(f)) ||
-	    f->index < m->end) {
-		lu_memfd_damaged(m, token, "bad, unsorted or overlapping folio");
+	return why;
+}
+
+/*
+ * New kernel: restores the pages of the folio records from KHO and
+ * checks every record: in the file, aligned to its order, sorted, not
+ * overlapping. Only the arrays that track them are allocated, first:
+ * restoring a page allocates nothing, so no allocation failure can
+ * strand the records half restored (kho_restore_vmalloc() cannot be
+ * retried once it has restored pages).
+ *
+ * Return: 0; -ENOMEM, nothing changed; or -EIO for damaged data, with
+ * the records up to the first damage in @m->nr_valid (finish frees their
+ * folios, and leaves the rest reserved).
+ */
+static int lu_memfd_map_records(struct lu_memfd *m, u64 token)
+{
+	const struct lu_ser_memfd *ser = m->ser;
+	u64 pages = DIV_ROUND_UP(ser->size, PAGE_SIZE);
+	const struct lu_ser_folio *f;
+	const char *why;
+	u64 i, mapped, end = 0;
+
+	m->nr_ranges = DIV_ROUND_UP(ser->nr_folios, LU_RESTORE_RANGE);
+	m->blocks = kvcalloc(ser->folios.total_pages, sizeof(*m->blocks),
+			     GFP_KERNEL);
+	m->ranges = kvcalloc(m->nr_ranges, sizeof(*m->ranges), GFP_KERNEL);
+	if (!m->blocks || !m->ranges) {
+		kvfree(m->blocks);
+		kvfree(m->ranges);
+		m->blocks = NULL;
+		m->ranges = NULL;
+		return -ENOMEM;
+	}
+	why = lu_memfd_map_blocks(m);
+	/* Records in the pages that did arrive may still be freed. */
+	mapped = min(ser->nr_folios, m->nr_blocks * LU_RECORDS_PER_PAGE);
+	for (i = 0; i < mapped; i++) {
+		f = lu_memfd_record_at(m, i);
+		if (lu_ser_folio_order(f) > MAX_PAGE_ORDER || f->index >= pages ||
+		    !IS_ALIGNED(f->index, 1UL << lu_ser_folio_order(f)) ||
+		    f->index < end) {
+			why = "bad, unsorted or overlapping folio";
+			break;
+		}
+		end = f->index + (1UL << lu_ser_folio_order(f));
+		if (!(i % LU_RECORDS_PER_PAGE))
+			cond_resched();
+	}
+	m->nr_valid = i;
+	if (why) {
+		lu_memfd_damaged(m, token, why);
 		return -EIO;
 	}
-	m->end = f->index + (1UL << lu_ser_folio_order(f));
-	m->next++;
-	*rec = f;
 	return 0;
 }
 
 /*
  * New kernel: checks the header (the file's data, which liveupdate
- * checked as part of its table) and the records, once. Damaged data
- * gives -EIO; the state stays in @lf->priv with no record to read, so
- * that finish leaves the folios, which cannot be trusted, reserved.
+ * checked as part of its table) and the records' checksum, once.
+ * Damaged data gives -EIO; the state stays in @lf->priv with no record
+ * to trust, so that finish leaves the folios reserved.
  */
-static int lu_memfd_open_incoming(struct lu_file *lf)
+static int lu_memfd_check_incoming(struct lu_file *lf)
 {
-	struct lu_memfd *m = lf->priv;
+	struct lu_memfd *m;
 	const char *why;
 	void *bounce;
 
-	if (m)
-		return 0;
 	/* Both allocated before anything is decided: a failure changes nothing. */
 	bounce = kmalloc(LU_READ_BOUNCE_SIZE, GFP_KERNEL);
 	m = kzalloc_obj(*m, GFP_KERNEL);
@@ -771,10 +819,39 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 	return 0;
 }
 
+/* New kernel: the checked records, restored from KHO (or -ENOMEM, -EIO). */
+static int lu_memfd_open_incoming(struct lu_file *lf)
+{
+	struct lu_memfd *m;
+	int err;
+
+	if (!lf->priv) {
+		err = lu_memfd_check_incoming(lf);
+		if (err)
+			return err;
+	}
+	m = lf->priv;
+	if (m->damaged)
+		return -EIO;
+	return m->blocks ? 0 : lu_memfd_map_records(m, lf->token);
+}
+
+/* Frees the new kernel's state: the record pages, and what tracks them. */
+static void lu_memfd_free_incoming(struct lu_memfd *m)
+{
+	u64 i;
+
+	for (i = 0; i < m->nr_blocks; i++)
+		lu_memfd_free_page(m->blocks[i]);
+	kvfree(m->blocks);
+	kvfree(m->ranges);
+	kfree(m);
+}
+
 /*
  * A tmpfs mount of our own with huge=within_size, made once, when a file
  * with large folios comes in: shmem then hands out a placeholder of a
- * folio's own order wherever the file's size covers it (see
+ * folio's own order wherever the folio's end covers it (see
  * lu_memfd_restore_folio()), whatever shm_mnt's policy in this kernel.
  * NULL where it cannot be made (no THP): such folios are copied.
  */
@@ -815,10 +892,11 @@ void lu_memfd_exit(void)
 }
 
 /*
- * The file starts empty and lu_memfd_restore_folio() grows it folio by
- * folio, so that shmem's huge=within_size (and a shmem_enabled=always of
- * this kernel) never makes a placeholder larger than the folio that
- * replaces it out of the size alone.
+ * The file stays empty (size 0) until every folio is in: on our
+ * huge=within_size mount, shmem then sizes each placeholder by the end of
+ * the folio being restored (shmem_get_folio()'s write_end), never larger
+ * than that folio out of the file's size, and workers restoring ranges at
+ * once need not agree on a size.
  */
 static struct file *lu_memfd_new_file(const struct lu_memfd *m)
 {
@@ -903,8 +981,6 @@ static int lu_memfd_restore_folio(struct lu_memfd *m, struct folio *old,
 	size_t done = 0;
 	int err;
 
-	if (i_size_read(inode) < pos + len)
-		i_size_write(inode, pos + len);
 	while (done < len) {
 		struct folio *new;
 		size_t offset, n;
@@ -934,18 +1010,137 @@ static int lu_memfd_restore_folio(struct lu_memfd *m, struct folio *old,
 	return 0;
 }
 
-/* Frees the pages of the folio array the walk still holds. */
-static void lu_memfd_end_walk(struct lu_memfd *m)
+/**
+ * struct lu_memfd_job - one retrieval of a memfd, spread over workers
+ * @m:          the memfd
+ * @memcg:      the retrieving task's memory cgroup: workers charge it too
+ * @next_range: the next range of records a worker takes
+ * @lock:       protects @err and @bad
+ * @err:        the first failure; -EIO (damaged data) over any other
+ * @bad:        the first record found damaged (U64_MAX: none)
+ */
+struct lu_memfd_job {
+	struct lu_memfd *m;
+	struct mem_cgroup *memcg;
+	atomic64_t next_range;
+	spinlock_t lock;
+	int err;
+	u64 bad;
+};
+
+struct lu_memfd_worker {
+	struct work_struct work;
+	struct lu_memfd_job *job;
+};
+
+/*
+ * Restores the folios of one range of records into the new file, from
+ * where an earlier attempt stopped. Return: 0, a transient errno (the
+ * range keeps its progress), or -EIO with the damaged record in *@bad.
+ */
+static int lu_memfd_restore_range(struct lu_memfd *m, u64 r, u64 *bad)
 {
-	lu_memfd_free_page(m->block);
-	lu_memfd_free_page(m->chunk);
-	m->block = NULL;
-	m->chunk = NULL;
+	struct lu_memfd_range *range = &m->ranges[r];
+	u64 first = r * LU_RESTORE_RANGE;
+	u64 end = min(first + LU_RESTORE_RANGE, m->nr_valid);
+	const struct lu_ser_folio *f;
+	int err;
+
+	while (first + range->done < end) {
+		f = lu_memfd_record_at(m, first + range->done);
+		if (!range->pending) {
+			range->pending = kho_restore_folio(PFN_PHYS(lu_ser_folio_pfn(f)));
+			if (!range->pending) {
+				*bad = first + range->done;
+				return -EIO;
+			}
+		}
+		err = lu_debug_fail_restore() ? -ENOMEM :
+		      lu_memfd_restore_folio(m, range->pending, f->index);
+		if (err)
+			return err;
+		range->pending = NULL;
+		range->done++;
+		cond_resched();
+	}
+	return 0;
+}
+
+/* Takes ranges until none is left or a worker failed. */
+static void lu_memfd_run_job(struct lu_memfd_job *job)
+{
+	struct mem_cgroup *old = set_active_memcg(job->memcg);
+	u64 r, bad = U64_MAX;
+	int err = 0;
+
+	while (!READ_ONCE(job->err)) {
+		r = atomic64_fetch_inc(&job->next_range);
+		if (r >= job->m->nr_ranges)
+			break;
+		err = lu_memfd_restore_range(job->m, r, &bad);
+		if (err)
+			break;
+	}
+	set_active_memcg(old);
+	if (!err)
+		return;
+	spin_lock(&job->lock);
+	if (!job->err || err == -EIO)
+		WRITE_ONCE(job->err, err);
+	job->bad = min(job->bad, bad);
+	spin_unlock(&job->lock);
+}
+
+static void lu_memfd_worker_fn(struct work_struct *work)
+{
+	lu_memfd_run_job(container_of(work, struct lu_memfd_worker, work)->job);
+}
+
+/*
+ * Restores every record's folio into the new file. A file of small
+ * folios with more than one range of records is spread over the CPUs,
+ * the caller working too, each taking the next range. A file with large
+ * folios stays in one task, in order: shmem sizes a placeholder by what
+ * is empty around it, and a range that a slower worker has yet to fill
+ * would give a placeholder too large to swap, so copied folios. Without
+ * memory for the workers, the caller does it all.
+ *
+ * Return: 0, a transient errno (what was done stays done), or -EIO for a
+ * folio KHO does not have, with @m->nr_valid cut to the records before it.
+ */
+static int lu_memfd_restore_all(struct lu_memfd *m)
+{
+	struct lu_memfd_job job = { .m = m, .bad = U64_MAX };
+	struct lu_memfd_worker *workers = NULL;
+	unsigned int nr = 0, i;
+
+	if (!m->max_order && m->nr_ranges > 1)
+		nr = min3(num_online_cpus(), LU_RESTORE_MAX_WORKERS,
+			  (unsigned int)min_t(u64, m->nr_ranges, UINT_MAX)) - 1;
+	if (nr)
+		workers = kcalloc(nr, sizeof(*workers), GFP_KERNEL | __GFP_NOWARN);
+	if (!workers)
+		nr = 0;
+	spin_lock_init(&job.lock);
+	atomic64_set(&job.next_range, 0);
+	job.memcg = get_mem_cgroup_from_mm(current->mm);
+	for (i = 0; i < nr; i++) {
+		workers[i].job = &job;
+		INIT_WORK(&workers[i].work, lu_memfd_worker_fn);
+		queue_work(system_dfl_wq, &workers[i].work);
+	}
+	lu_memfd_run_job(&job);
+	for (i = 0; i < nr; i++)
+		flush_work(&workers[i].work);
+	kfree(workers);
+	mem_cgroup_put(job.memcg);
+	if (job.err == -EIO)
+		m->nr_valid = min(m->nr_valid, job.bad);
+	return job.err;
 }
 
 static int lu_memfd_retrieve(struct lu_file *lf)
 {
-	const struct lu_ser_folio *rec;
 	struct lu_memfd *m;
 	int err;
 
@@ -961,26 +1156,11 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 			return err;
 		}
 	}
-	for (;;) {
-		if (!m->pending) {
-			err = lu_memfd_next_record(m, lf->token, &rec);
-			if (err == -ENODATA)
-				break;
-			if (err)
-				return err;
-			m->pending = kho_restore_folio(PFN_PHYS(lu_ser_folio_pfn(rec)));
-			if (!m->pending) {
-				lu_memfd_damaged(m, lf->token, "folio not preserved");
-				return -EIO;
-			}
-			m->pending_index = rec->index;
-		}
-		err = lu_memfd_restore_folio(m, m->pending, m->pending_index);
-		if (err)
-			return err;
-		m->pending = NULL;
-		cond_resched();
-	}
+	err = lu_memfd_restore_all(m);
+	if (err == -EIO)
+		lu_memfd_damaged(m, lf->token, "folio not preserved");
+	if (err)
+		return err;
 
 	/* Writes are done: the size, the seals, and the file is handed over. */
 	i_size_write(file_inode(m->file), m->ser->size);
@@ -989,8 +1169,7 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 	SHMEM_I(file_inode(m->file))->seals = m->ser->seals;
 	vfs_setpos(m->file, m->ser->pos, MAX_LFS_FILESIZE);
 	lf->file = m->file;
-	lu_memfd_end_walk(m);
-	kfree(m);
+	lu_memfd_free_incoming(m);
 	lf->priv = NULL;
 	return 0;
 }
@@ -1003,9 +1182,10 @@ static int lu_memfd_retrieve(struct lu_file *lf)
  */
 static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 {
-	const struct lu_ser_folio *rec;
+	struct lu_memfd_range *range;
 	struct lu_memfd *m;
 	struct folio *folio;
+	u64 r, i, end;
 	int err;
 
 	if (lf->state == LU_FILE_RETRIEVED)
@@ -1016,22 +1196,25 @@ static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 	m = lf->priv;
 	if (!m)
 		return 0;
-	if (m->pending) {
-		*bytes += folio_size(m->pending);
-		folio_put(m->pending);
-	}
-	while (!lu_memfd_next_record(m, lf->token, &rec)) {
-		folio = kho_restore_folio(PFN_PHYS(lu_ser_folio_pfn(rec)));
-		if (folio) {
-			*bytes += folio_size(folio);
-			folio_put(folio);
+	for (r = 0; m->ranges && r < m->nr_ranges; r++) {
+		range = &m->ranges[r];
+		if (range->pending) {
+			*bytes += folio_size(range->pending);
+			folio_put(range->pending);
 		}
-		cond_resched();
+		end = min((r + 1) * LU_RESTORE_RANGE, m->nr_valid);
+		for (i = r * LU_RESTORE_RANGE + range->done; i < end; i++) {
+			folio = kho_restore_folio(PFN_PHYS(lu_ser_folio_pfn(lu_memfd_record_at(m, i))));
+			if (folio) {
+				*bytes += folio_size(folio);
+				folio_put(folio);
+			}
+			cond_resched();
+		}
 	}
-	lu_memfd_end_walk(m);
 	if (m->file)
 		fput(m->file);
-	kfree(m);
+	lu_memfd_free_incoming(m);
 	lf->priv = NULL;
 	return 0;
 }

@@ -7,7 +7,8 @@
  *     pins their pages (which may move them out of movable memory
  *     first), FREEZE; the page frame of every page, read from
  *     /proc/self/pagemap, is left in LU_OUT for kernel 2.
- *  2. retrieved in a memory cgroup of its own, with their names
+ *  2. retrieved in a memory cgroup of its own (the small pages' after
+ *     a failure halfway), with their names
  *     (readlink of /proc/self/fd/N): every page has the frame
  *     it had (the test names those that do not), the huge pages are
  *     still huge (/proc/kpageflags) though this kernel's shmem_enabled
@@ -35,6 +36,7 @@
 #define SEED		71
 #define SEED_AGAIN	72		/* the page kernel 2 writes through a mapping */
 #define HOLE_PAGE	10
+#define FAILING_PAGE	1500		/* counted across the retrieval's workers */
 #define WRITTEN_PAGE	20
 #define SEALS		(F_SEAL_SHRINK)
 #define HUGE_TOKEN	2
@@ -232,7 +234,19 @@ TEST(kernel2_same_pages_then_an_ordinary_memfd)
 
 	enter_cgroup(_metadata);
 	charged = cgroup_value("memory.current");
-	fd = retrieve_memfd(_metadata, &dev, &session);
+	dev = open(LU_DEVICE, O_RDWR);
+	ASSERT_LE(0, dev);
+	session = lu_retrieve_session(dev, SESSION);
+	ASSERT_LE(0, session);
+	/*
+	 * Its ranges are restored by several tasks at once: one page failing
+	 * in any of them fails the retrieval, which keeps what was done, and
+	 * the retry finishes the rest (every frame is checked below).
+	 */
+	ASSERT_EQ(0, lu_set_param("test_fail_restore", FAILING_PAGE));
+	EXPECT_EQ(-ENOMEM, lu_retrieve(session, TOKEN));
+	fd = lu_retrieve(session, TOKEN);
+	ASSERT_LE(0, fd);
 	huge = lu_retrieve(session, HUGE_TOKEN);
 	ASSERT_LE(0, huge);
 	expect_name(_metadata, fd, NAME);
