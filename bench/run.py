@@ -291,14 +291,14 @@ def main() -> int:
     parser.add_argument("--mainline", type=Path, required=True, help="bzImage with LUO built in")
     parser.add_argument("--module", default="kernel/liveupdate.ko", help="relative to the checkout")
     parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--sizes", default="64M,512M,1G")
+    parser.add_argument("--sizes", default="64M,1G,4G")
     parser.add_argument("--files", default="1,16,128")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="ours,mainline",
                         help="ours, mainline, ours-reboot (ours without PREPARE/FREEZE)")
     parser.add_argument("--thp", action="store_true",
                         help="fill the memfds in transparent huge pages (shmem_enabled=always)")
-    parser.add_argument("--mem", default="3G")
+    parser.add_argument("--mem", default="6G")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--runs", type=Path, default=CHECKOUT / "build" / "bench-runs")

@@ -33,9 +33,9 @@ static unsigned long long test_slow_retrieve;
 module_param(test_slow_retrieve, ullong, 0600);
 MODULE_PARM_DESC(test_slow_retrieve, "testing: retrieving the file of this token takes 5 s longer, with its locks held (0: off)");
 
-static unsigned long test_fail_restore;
-module_param(test_fail_restore, ulong, 0600);
-MODULE_PARM_DESC(test_fail_restore, "testing: the Nth memfd folio restored from now on fails with ENOMEM, in whichever task restores it (0: off)");
+static unsigned long test_fail_folio;
+module_param(test_fail_folio, ulong, 0600);
+MODULE_PARM_DESC(test_fail_folio, "testing: the Nth memfd folio preserved (PREPARE) or restored (retrieve) from now on fails with ENOMEM, in whichever task handles it (0: off)");
 
 static char test_damage_handover[64];
 module_param_string(test_damage_handover, test_damage_handover,
@@ -111,19 +111,19 @@ void lu_debug_slow_retrieve(u64 token)
 }
 
 /**
- * lu_debug_fail_restore - test hook: fail one folio's restore, once
+ * lu_debug_fail_folio - test hook: fail one memfd folio's preserve or restore
  *
- * fail-nth is per task, and a retrieval's workers are other tasks: this
- * counts the folios restored by all of them.
+ * fail-nth is per task, and PREPARE and retrieval spread a memfd over
+ * workers, other tasks: this counts the folios of all of them.
  *
- * Return: true for the folio test_fail_restore counted down to.
+ * Return: true for the folio test_fail_folio counted down to.
  */
-bool lu_debug_fail_restore(void)
+bool lu_debug_fail_folio(void)
 {
 	static DEFINE_SPINLOCK(lock);
 
 	guard(spinlock)(&lock);
-	return test_fail_restore && !--test_fail_restore;
+	return test_fail_folio && !--test_fail_folio;
 }
 
 /**

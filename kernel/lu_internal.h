@@ -306,7 +306,7 @@ void lu_debug_write_field(void *at, size_t size, u64 value, bool xor);
 bool lu_debug_fail_prepare(u64 token);
 bool lu_debug_fail_freeze(u64 token);
 void lu_debug_slow_retrieve(u64 token);
-bool lu_debug_fail_restore(void);
+bool lu_debug_fail_folio(void);
 void lu_debug_damage(struct lu_ser_root *root, void *table,
 		     size_t data_offset);
 bool lu_debug_damage_memfd_bit(u64 token, u64 *bit);
@@ -322,7 +322,7 @@ void lu_debug_exit(void);
 static inline bool lu_debug_fail_prepare(u64 token) { return false; }
 static inline bool lu_debug_fail_freeze(u64 token) { return false; }
 static inline void lu_debug_slow_retrieve(u64 token) { }
-static inline bool lu_debug_fail_restore(void) { return false; }
+static inline bool lu_debug_fail_folio(void) { return false; }
 static inline void lu_debug_damage(struct lu_ser_root *root, void *table,
 				   size_t data_offset) { }
 static inline void lu_memfd_debug_damage(struct lu_file *lf) { }

@@ -85,6 +85,16 @@
 /* Folios pinned per memfd_pin_folios() call. */
 #define LU_PIN_BATCH	64
 
+#define LU_RECORDS_PER_PAGE	(PAGE_SIZE / sizeof(struct lu_ser_folio))
+
+/*
+ * The unit of work spread over CPUs: a range of records at retrieval (4
+ * MiB of small pages), and the fewest pages per task at PREPARE; and the
+ * most tasks one file keeps busy.
+ */
+#define LU_MEMFD_RANGE		(4 * LU_RECORDS_PER_PAGE)
+#define LU_MEMFD_MAX_TASKS	16U
+
 /**
  * struct lu_folio_array - folio records, sorted by index
  * @folios: vmalloc'ed array
@@ -120,7 +130,7 @@ struct lu_memfd_range {
  * @nr_blocks: new kernel: pages in @blocks
  * @nr_valid:  new kernel: records checked good, from the first on: all of
  *             them, unless damaged
- * @ranges:    new kernel: each range of LU_RESTORE_RANGE records' progress
+ * @ranges:    new kernel: each range of LU_MEMFD_RANGE records' progress
  * @nr_ranges: new kernel: entries in @ranges
  * @max_order: new kernel: the largest folio order in the records
  * @name:      new kernel: the file's name, after @ser in its buffer
@@ -328,7 +338,8 @@ static int lu_memfd_preserve_run(struct file *file, struct lu_folio_array *out,
 					goto err_unpin;
 			}
 			lu_memfd_zero_if_stale(folio);
-			err = kho_preserve_folio(folio);
+			err = lu_debug_fail_folio() ? -ENOMEM :
+			      kho_preserve_folio(folio);
 			if (err)
 				goto err_unpin;
 			out->folios[out->nr].index = folio->index;
@@ -362,17 +373,17 @@ static void lu_folio_array_release(struct lu_folio_array *arr)
 }
 
 /*
- * Preserves the data pages of @file that @skip lacks into @out. On
+ * Preserves the data pages of @file in [@first, @last] that @skip lacks
+ * into @out, until *@stop (if given) says another task failed. On
  * failure @out holds what was preserved; the caller releases it.
  */
-static int lu_memfd_preserve_folios(struct file *file,
-				    struct lu_folio_array *out,
-				    const struct lu_folio_array *skip,
-				    loff_t size)
+static int lu_memfd_preserve_span(struct file *file, struct lu_folio_array *out,
+				  const struct lu_folio_array *skip, loff_t size,
+				  pgoff_t first, pgoff_t last, const int *stop)
 {
 	struct lu_memfd_skip cursor = { .arr = skip };
 	struct folio **batch;
-	pgoff_t from = 0, start, end, last;
+	pgoff_t from = first, start, end;
 	int err = 0;
 
 	if (!size)
@@ -380,7 +391,7 @@ static int lu_memfd_preserve_folios(struct file *file,
 	batch = kmalloc_array(LU_PIN_BATCH, sizeof(*batch), GFP_KERNEL);
 	if (!batch)
 		return -ENOMEM;
-	last = (size - 1) >> PAGE_SHIFT;
+	last = min_t(pgoff_t, last, (size - 1) >> PAGE_SHIFT);
 	while (from <= last &&
 	       lu_memfd_next_run(file->f_mapping, from, last, &cursor, &start,
 				 &end)) {
@@ -391,12 +402,121 @@ static int lu_memfd_preserve_folios(struct file *file,
 		if (end == last)
 			break;
 		from = end + 1;
-		if (fatal_signal_pending(current)) {
+		if (fatal_signal_pending(current) || (stop && READ_ONCE(*stop))) {
 			err = -EINTR;
 			break;
 		}
 	}
 	kfree(batch);
+	return err;
+}
+
+/* The data pages of @file that @skip lacks, in the caller's task. */
+static int lu_memfd_preserve_folios(struct file *file,
+				    struct lu_folio_array *out,
+				    const struct lu_folio_array *skip,
+				    loff_t size)
+{
+	return lu_memfd_preserve_span(file, out, skip, size, 0, ULONG_MAX,
+				      NULL);
+}
+
+/**
+ * struct lu_memfd_slice - one task's share of a PREPARE
+ * @work:  queued on the unbound workqueue (all but the caller's slice)
+ * @file:  the memfd, its inode locked by the caller
+ * @size:  its size
+ * @first: the slice's first page index
+ * @last:  its last page index
+ * @arr:   what the slice preserved
+ * @err:   the first failure among all slices, shared (0: none so far)
+ */
+struct lu_memfd_slice {
+	struct work_struct work;
+	struct file *file;
+	loff_t size;
+	pgoff_t first;
+	pgoff_t last;
+	struct lu_folio_array arr;
+	int *err;
+};
+
+static void lu_memfd_slice_run(struct lu_memfd_slice *slice)
+{
+	int err = lu_memfd_preserve_span(slice->file, &slice->arr, NULL,
+					 slice->size, slice->first,
+					 slice->last, slice->err);
+
+	/* The first failure wins; the others see it and stop (-EINTR). */
+	if (err)
+		cmpxchg(slice->err, 0, err);
+}
+
+static void lu_memfd_slice_fn(struct work_struct *work)
+{
+	lu_memfd_slice_run(container_of(work, struct lu_memfd_slice, work));
+}
+
+/*
+ * PREPARE's pinning and preserving of all of @file's data pages into
+ * @out (empty): a file of at least two ranges' worth of pages is cut
+ * into equal spans of indices, one per CPU (the caller takes the first),
+ * whose arrays are joined in order. KHO's own bookkeeping takes one lock
+ * per folio preserved; the pinning around it runs in parallel. Without
+ * memory for the slices, the caller does it all. On failure @out is
+ * empty and nothing is pinned or preserved.
+ */
+static int lu_memfd_preserve_all(struct file *file, struct lu_folio_array *out,
+				 loff_t size)
+{
+	u64 pages = DIV_ROUND_UP(size, PAGE_SIZE), total = 0, span;
+	struct lu_memfd_slice *slices = NULL;
+	unsigned int nr, i;
+	int err = 0;
+
+	nr = min3(num_online_cpus(), LU_MEMFD_MAX_TASKS,
+		  (unsigned int)min_t(u64, pages / LU_MEMFD_RANGE, UINT_MAX));
+	if (nr > 1)
+		slices = kcalloc(nr, sizeof(*slices), GFP_KERNEL | __GFP_NOWARN);
+	if (!slices)
+		return lu_memfd_preserve_folios(file, out, NULL, size);
+	span = DIV_ROUND_UP(pages, nr);
+	for (i = 0; i < nr; i++) {
+		slices[i] = (struct lu_memfd_slice){
+			.file = file, .size = size, .first = i * span,
+			.last = min((i + 1) * span, pages) - 1, .err = &err,
+		};
+		if (!i)
+			continue;
+		INIT_WORK(&slices[i].work, lu_memfd_slice_fn);
+		queue_work(system_dfl_wq, &slices[i].work);
+	}
+	lu_memfd_slice_run(&slices[0]);
+	for (i = 1; i < nr; i++)
+		flush_work(&slices[i].work);
+
+	for (i = 0; i < nr; i++)
+		total += slices[i].arr.nr;
+	if (!err && total) {
+		out->folios = vmalloc_array(total, sizeof(*out->folios));
+		if (!out->folios)
+			err = -ENOMEM;
+	}
+	for (i = 0; i < nr; i++) {
+		struct lu_folio_array *arr = &slices[i].arr;
+
+		if (err) {
+			lu_folio_array_release(arr);
+			continue;
+		}
+		if (arr->nr)
+			memcpy(out->folios + out->nr, arr->folios,
+			       arr->nr * sizeof(*arr->folios));
+		out->nr += arr->nr;
+		vfree(arr->folios);
+	}
+	out->cap = out->nr;
+	kfree(slices);
 	return err;
 }
 
@@ -517,7 +637,7 @@ static int lu_memfd_prepare(struct lu_file *lf)
 	}
 	inode_lock(inode);
 	m->ser->size = i_size_read(inode);
-	err = lu_memfd_preserve_folios(lf->file, &m->arr, NULL, m->ser->size);
+	err = lu_memfd_preserve_all(lf->file, &m->arr, m->ser->size);
 	inode_unlock(inode);
 	if (!err)
 		err = lu_folio_array_publish(&m->arr, &m->ser->folios);
@@ -597,14 +717,6 @@ static int lu_memfd_freeze(struct lu_file *lf)
 
 /* Largest i_size a memfd handed over may claim: what PRESERVE_FD allows. */
 #define LU_MEMFD_MAX_PAGES	((u64)UINT_MAX + 1)
-#define LU_RECORDS_PER_PAGE	(PAGE_SIZE / sizeof(struct lu_ser_folio))
-
-/*
- * A retrieval's unit of work (4 MiB of small pages), and the most tasks
- * one retrieval keeps busy.
- */
-#define LU_RESTORE_RANGE	(4 * LU_RECORDS_PER_PAGE)
-#define LU_RESTORE_MAX_WORKERS	16U
 
 /*
  * Checks the header before anything else is touched: size, seals,
@@ -745,7 +857,7 @@ static int lu_memfd_map_records(struct lu_memfd *m, u64 token)
 	const char *why;
 	u64 i, mapped, end = 0;
 
-	m->nr_ranges = DIV_ROUND_UP(ser->nr_folios, LU_RESTORE_RANGE);
+	m->nr_ranges = DIV_ROUND_UP(ser->nr_folios, LU_MEMFD_RANGE);
 	m->blocks = kvcalloc(ser->folios.total_pages, sizeof(*m->blocks),
 			     GFP_KERNEL);
 	m->ranges = kvcalloc(m->nr_ranges, sizeof(*m->ranges), GFP_KERNEL);
@@ -1041,8 +1153,8 @@ struct lu_memfd_worker {
 static int lu_memfd_restore_range(struct lu_memfd *m, u64 r, u64 *bad)
 {
 	struct lu_memfd_range *range = &m->ranges[r];
-	u64 first = r * LU_RESTORE_RANGE;
-	u64 end = min(first + LU_RESTORE_RANGE, m->nr_valid);
+	u64 first = r * LU_MEMFD_RANGE;
+	u64 end = min(first + LU_MEMFD_RANGE, m->nr_valid);
 	const struct lu_ser_folio *f;
 	int err;
 
@@ -1055,7 +1167,7 @@ static int lu_memfd_restore_range(struct lu_memfd *m, u64 r, u64 *bad)
 				return -EIO;
 			}
 		}
-		err = lu_debug_fail_restore() ? -ENOMEM :
+		err = lu_debug_fail_folio() ? -ENOMEM :
 		      lu_memfd_restore_folio(m, range->pending, f->index);
 		if (err)
 			return err;
@@ -1115,7 +1227,7 @@ static int lu_memfd_restore_all(struct lu_memfd *m)
 	unsigned int nr = 0, i;
 
 	if (!m->max_order && m->nr_ranges > 1)
-		nr = min3(num_online_cpus(), LU_RESTORE_MAX_WORKERS,
+		nr = min3(num_online_cpus(), LU_MEMFD_MAX_TASKS,
 			  (unsigned int)min_t(u64, m->nr_ranges, UINT_MAX)) - 1;
 	if (nr)
 		workers = kcalloc(nr, sizeof(*workers), GFP_KERNEL | __GFP_NOWARN);
@@ -1202,8 +1314,8 @@ static int lu_memfd_finish(struct lu_file *lf, u64 *bytes)
 			*bytes += folio_size(range->pending);
 			folio_put(range->pending);
 		}
-		end = min((r + 1) * LU_RESTORE_RANGE, m->nr_valid);
-		for (i = r * LU_RESTORE_RANGE + range->done; i < end; i++) {
+		end = min((r + 1) * LU_MEMFD_RANGE, m->nr_valid);
+		for (i = r * LU_MEMFD_RANGE + range->done; i < end; i++) {
 			folio = kho_restore_folio(PFN_PHYS(lu_ser_folio_pfn(lu_memfd_record_at(m, i))));
 			if (folio) {
 				*bytes += folio_size(folio);

@@ -3,13 +3,14 @@
  * A restored memfd holds the very pages that were preserved, and is an
  * ordinary memfd again, three kernels:
  *  1. a memfd of small pages and one of 2 MiB transparent huge pages
- *     (shmem_enabled=always while it is written) are preserved, PREPARE
- *     pins their pages (which may move them out of movable memory
- *     first), FREEZE; the page frame of every page, read from
+ *     (shmem_enabled=always while it is written) are preserved; a
+ *     PREPARE failing halfway leaves nothing pinned; the next pins
+ *     their pages (which may move them out of movable memory first),
+ *     FREEZE; the page frame of every page, read from
  *     /proc/self/pagemap, is left in LU_OUT for kernel 2.
  *  2. retrieved in a memory cgroup of its own (the small pages' after
- *     a failure halfway), with their names
- *     (readlink of /proc/self/fd/N): every page has the frame
+ *     a retrieval failing halfway), with their names (readlink of
+ *     /proc/self/fd/N): every page has the frame
  *     it had (the test names those that do not), the huge pages are
  *     still huge (/proc/kpageflags) though this kernel's shmem_enabled
  *     is "never", the data is intact, the cgroup's shmem, shmem_thp and
@@ -36,7 +37,7 @@
 #define SEED		71
 #define SEED_AGAIN	72		/* the page kernel 2 writes through a mapping */
 #define HOLE_PAGE	10
-#define FAILING_PAGE	1500		/* counted across the retrieval's workers */
+#define FAILING_PAGE	1500		/* counted across the tasks of PREPARE or retrieve */
 #define WRITTEN_PAGE	20
 #define SEALS		(F_SEAL_SHRINK)
 #define HUGE_TOKEN	2
@@ -183,7 +184,9 @@ static int retrieve_memfd(struct __test_metadata *_metadata, int *dev, int *sess
 TEST(kernel1_preserve_and_record)
 {
 	uint64_t pfns[2 * NR_PAGES];
+	struct liveupdate_get_state st;
 	int dev, session, fd, huge, out;
+	long long pins;
 	long i;
 
 	dev = open(LU_DEVICE, O_RDWR);
@@ -203,6 +206,16 @@ TEST(kernel1_preserve_and_record)
 	ASSERT_LE(0, session);
 	ASSERT_EQ(0, lu_preserve(session, fd, TOKEN));
 	ASSERT_EQ(0, lu_preserve(session, huge, HUGE_TOKEN));
+	/*
+	 * PREPARE pins and preserves each file in slices, one per task: one
+	 * page failing in any of them undoes all, and the retry succeeds.
+	 */
+	pins = lu_pins_held();
+	ASSERT_EQ(0, lu_set_param("test_fail_folio", FAILING_PAGE));
+	EXPECT_EQ(-ENOMEM, lu_event(dev, LIVEUPDATE_EVENT_PREPARE, NULL));
+	ASSERT_EQ(0, lu_get_state(dev, &st));
+	EXPECT_EQ((__u32)LIVEUPDATE_STATE_NORMAL, st.state);
+	EXPECT_EQ(pins, lu_pins_held());
 	ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_PREPARE, NULL));
 	ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_FREEZE, NULL));
 	/* Pinned since PREPARE: these frames are the ones handed over. */
@@ -243,7 +256,7 @@ TEST(kernel2_same_pages_then_an_ordinary_memfd)
 	 * in any of them fails the retrieval, which keeps what was done, and
 	 * the retry finishes the rest (every frame is checked below).
 	 */
-	ASSERT_EQ(0, lu_set_param("test_fail_restore", FAILING_PAGE));
+	ASSERT_EQ(0, lu_set_param("test_fail_folio", FAILING_PAGE));
 	EXPECT_EQ(-ENOMEM, lu_retrieve(session, TOKEN));
 	fd = lu_retrieve(session, TOKEN);
 	ASSERT_LE(0, fd);
