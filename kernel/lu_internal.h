@@ -31,7 +31,11 @@
  * subsystem callbacks run under these locks and must not call back into
  * liveupdate, except for lu_file_dependency(). No fd is installed under a
  * lock with anything left to fail: fd numbers are reserved first and
- * installed last.
+ * installed last. The memfd handler's workers (PREPARE and retrieve of
+ * large files) take none of liveupdate's locks nor the inode's: their
+ * caller holds what the step needs and waits for them (flush_work()),
+ * so no lock above can be waited for by a worker its holder waits for;
+ * their shared state is a spinlock or an atomic, taken last.
  */
 #ifndef _LU_INTERNAL_H
 #define _LU_INTERNAL_H
