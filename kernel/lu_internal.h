@@ -268,6 +268,15 @@ void lu_memfd_exit(void);
 u32 lu_crc(const void *p, size_t len, u32 crc);
 bool lu_phys_readable(phys_addr_t phys, size_t len);
 #define LU_READ_BOUNCE_SIZE	(2 * PAGE_SIZE)
+/*
+ * What lu_vmalloc_walk() does with each page it visits: @page is NULL for
+ * the area's pages, the walk's copy of the page for the list's pages.
+ */
+typedef int (*lu_page_fn)(void *ctx, phys_addr_t phys, const void *page);
+int lu_vmalloc_walk(const struct kho_vmalloc *desc, lu_page_fn data,
+		    lu_page_fn list, void *ctx, void *chunk_buf);
+/* A lu_page_fn that restores the page from KHO and frees it. */
+int lu_vmalloc_free_page(void *ctx, phys_addr_t phys, const void *unused);
 /* Sees bytes that lu_vmalloc_read() reads (@len of them at @bytes). */
 typedef void (*lu_bytes_fn)(void *ctx, const void *bytes, size_t len);
 int lu_vmalloc_read(const struct kho_vmalloc *desc, void *dst, size_t len,

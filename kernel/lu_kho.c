@@ -128,12 +128,6 @@ static int lu_read_unproven(void *dst, phys_addr_t phys, size_t len)
 }
 
 /*
- * What lu_vmalloc_walk() does with each page it visits: @page is NULL for
- * the area's pages, the walk's copy of the page for the list's pages.
- */
-typedef int (*lu_page_fn)(void *ctx, phys_addr_t phys, const void *page);
-
-/*
  * Visits the pages of a vmalloc area preserved by kho_preserve_vmalloc()
  * (the previous kernel's, or our own), through its page list
  * (include/linux/kho/abi/kexec_handover.h): @data for each of its pages
@@ -147,8 +141,8 @@ typedef int (*lu_page_fn)(void *ctx, phys_addr_t phys, const void *page);
  * Return: 0, what a visit returned, -ENXIO if the list is cut short or
  * too long, or -EFAULT for a page that is not RAM or cannot be read.
  */
-static int lu_vmalloc_walk(const struct kho_vmalloc *desc, lu_page_fn data,
-			   lu_page_fn list, void *ctx, void *chunk_buf)
+int lu_vmalloc_walk(const struct kho_vmalloc *desc, lu_page_fn data,
+		    lu_page_fn list, void *ctx, void *chunk_buf)
 {
 	unsigned long nr_chunks = 0, i = 0;
 	phys_addr_t next = desc->first.phys;
@@ -277,8 +271,7 @@ int lu_vmalloc_read(const struct kho_vmalloc *desc, void *dst, size_t len,
 	return err;
 }
 
-static int lu_vmalloc_free_page(void *ctx, phys_addr_t phys,
-				const void *unused)
+int lu_vmalloc_free_page(void *ctx, phys_addr_t phys, const void *unused)
 {
 	struct page *page = kho_restore_pages(phys, 1);
 

@@ -95,6 +95,13 @@
 #define LU_MEMFD_RANGE		(4 * LU_RECORDS_PER_PAGE)
 #define LU_MEMFD_MAX_TASKS	16U
 
+/* Tasks for @units units of LU_MEMFD_RANGE: one per CPU, at most. */
+static unsigned int lu_memfd_nr_tasks(u64 units)
+{
+	return min3(num_online_cpus(), LU_MEMFD_MAX_TASKS,
+		    (unsigned int)min_t(u64, units, UINT_MAX));
+}
+
 /**
  * struct lu_folio_array - folio records, sorted by index
  * @folios: vmalloc'ed array
@@ -474,8 +481,7 @@ static int lu_memfd_preserve_all(struct file *file, struct lu_folio_array *out,
 	unsigned int nr, i;
 	int err = 0;
 
-	nr = min3(num_online_cpus(), LU_MEMFD_MAX_TASKS,
-		  (unsigned int)min_t(u64, pages / LU_MEMFD_RANGE, UINT_MAX));
+	nr = lu_memfd_nr_tasks(pages / LU_MEMFD_RANGE);
 	if (nr > 1)
 		slices = kcalloc(nr, sizeof(*slices), GFP_KERNEL | __GFP_NOWARN);
 	if (!slices)
@@ -761,6 +767,14 @@ static void lu_memfd_note_orders(void *ctx, const void *bytes, size_t len)
 		*max_order = max(*max_order, lu_ser_folio_order(&f[i]));
 }
 
+/* What a walk of the folio array's page list failing with @err means. */
+static const char *lu_memfd_array_damage(int err)
+{
+	if (err == -EFAULT)
+		return "folio array page missing";
+	return err ? "folio array cut short" : NULL;
+}
+
 /*
  * Reads the folio records in place (through copies: an address in a
  * damaged page list may name any page), each page of the array and of its
@@ -778,11 +792,8 @@ static const char *lu_memfd_verify_records(const struct lu_ser_memfd *ser,
 			      ser->nr_folios * sizeof(struct lu_ser_folio),
 			      &crc, NULL, bounce, lu_memfd_note_orders,
 			      max_order);
-	if (err == -EFAULT)
-		return "folio array page missing";
-	if (err)
-		return "folio array cut short";
-	return crc == ser->records_crc ? NULL : "folio records checksum mismatch";
+	return lu_memfd_array_damage(err) ?:
+	       (crc == ser->records_crc ? NULL : "folio records checksum mismatch");
 }
 
 static void lu_memfd_damaged(struct lu_memfd *m, u64 token, const char *why)
@@ -791,50 +802,21 @@ static void lu_memfd_damaged(struct lu_memfd *m, u64 token, const char *why)
 	lu_err("memfd %llu: damaged hand-over data: %s\n", token, why);
 }
 
-static void lu_memfd_free_page(void *addr)
-{
-	if (addr)
-		__free_page(virt_to_page(addr));
-}
-
 static struct lu_ser_folio *lu_memfd_record_at(const struct lu_memfd *m, u64 i)
 {
 	return &m->blocks[i / LU_RECORDS_PER_PAGE][i % LU_RECORDS_PER_PAGE];
 }
 
-/*
- * Restores the pages of the folio array's page list, @m->ser->folios
- * (include/linux/kho/abi/), into @m->blocks, freeing each page of the
- * list once read. Return: why the list is damaged, or NULL.
- */
-static const char *lu_memfd_map_blocks(struct lu_memfd *m)
+/* Keeps a page of folio records, restored from KHO (lu_vmalloc_walk()). */
+static int lu_memfd_map_block(void *ctx, phys_addr_t phys, const void *unused)
 {
-	u64 total = m->ser->folios.total_pages;
-	phys_addr_t next = m->ser->folios.first.phys;
-	struct kho_vmalloc_chunk *chunk;
-	const char *why = NULL;
-	struct page *page;
-	unsigned int slot;
+	struct lu_memfd *m = ctx;
+	struct page *page = kho_restore_pages(phys, 1);
 
-	while (!why && m->nr_blocks < total) {
-		page = next ? kho_restore_pages(next, 1) : NULL;
-		if (!page)
-			return "folio array cut short";
-		chunk = page_address(page);
-		/* A slot without a page: the list goes on in the next chunk. */
-		for (slot = 0; slot < KHO_VMALLOC_SIZE && chunk->phys[slot] &&
-		     m->nr_blocks < total; slot++) {
-			page = kho_restore_pages(chunk->phys[slot], 1);
-			if (!page) {
-				why = "folio array page missing";
-				break;
-			}
-			m->blocks[m->nr_blocks++] = page_address(page);
-		}
-		next = chunk->hdr.next.phys;
-		lu_memfd_free_page(chunk);
-	}
-	return why;
+	if (!page)
+		return -EFAULT;
+	m->blocks[m->nr_blocks++] = page_address(page);
+	return 0;
 }
 
 /*
@@ -856,6 +838,7 @@ static int lu_memfd_map_records(struct lu_memfd *m, u64 token)
 	const struct lu_ser_folio *f;
 	const char *why;
 	u64 i, mapped, end = 0;
+	int err;
 
 	m->nr_ranges = DIV_ROUND_UP(ser->nr_folios, LU_MEMFD_RANGE);
 	m->blocks = kvcalloc(ser->folios.total_pages, sizeof(*m->blocks),
@@ -868,7 +851,10 @@ static int lu_memfd_map_records(struct lu_memfd *m, u64 token)
 		m->ranges = NULL;
 		return -ENOMEM;
 	}
-	why = lu_memfd_map_blocks(m);
+	/* The page list was read once already: in place, freed as it goes. */
+	err = lu_vmalloc_walk(&ser->folios, lu_memfd_map_block,
+			      lu_vmalloc_free_page, m, NULL);
+	why = lu_memfd_array_damage(err);
 	/* Records in the pages that did arrive may still be freed. */
 	mapped = min(ser->nr_folios, m->nr_blocks * LU_RECORDS_PER_PAGE);
 	for (i = 0; i < mapped; i++) {
@@ -954,7 +940,7 @@ static void lu_memfd_free_incoming(struct lu_memfd *m)
 	u64 i;
 
 	for (i = 0; i < m->nr_blocks; i++)
-		lu_memfd_free_page(m->blocks[i]);
+		__free_page(virt_to_page(m->blocks[i]));
 	kvfree(m->blocks);
 	kvfree(m->ranges);
 	kfree(m);
@@ -1227,8 +1213,7 @@ static int lu_memfd_restore_all(struct lu_memfd *m)
 	unsigned int nr = 0, i;
 
 	if (!m->max_order && m->nr_ranges > 1)
-		nr = min3(num_online_cpus(), LU_MEMFD_MAX_TASKS,
-			  (unsigned int)min_t(u64, m->nr_ranges, UINT_MAX)) - 1;
+		nr = lu_memfd_nr_tasks(m->nr_ranges) - 1;
 	if (nr)
 		workers = kcalloc(nr, sizeof(*workers), GFP_KERNEL | __GFP_NOWARN);
 	if (!workers)
