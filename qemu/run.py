@@ -60,9 +60,16 @@ FATAL_RE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops|general protection|"
 EXPECT_RE = re.compile(r"^\[(\d+)( manual-load)?\]\s+(.*)$")
 # The scratch disk (/dev/vda in the guest): sparse, removed after the run.
 SCRATCH_BYTES = 256 << 20
-# A kernel reached by kexec prints its first line within 15 s (debug
-# kernel, two guests at once); silence this long means it hangs.
-KEXEC_SILENCE = 180
+# From a stage's passing RESULT (the kexec follows: stage.sh's, or the
+# command's own) the next stage BEGINs within about a minute on the debug
+# kernel, two guests at once. Not begun by then: the guest hangs.
+NEXT_STAGE_WITHIN = 300
+# How a hung guest is asked for its tasks: QEMU's serial multiplexer sends
+# a BREAK on C-a b, and the kernel takes the key after it as SysRq (debug
+# kernel: CONFIG_MAGIC_SYSRQ_SERIAL). w: tasks blocked, killable ones too
+# (which the hung-task detector skips); t: every task.
+SYSRQ_KEYS = "wt"
+SYSRQ_OUTPUT_WAIT = 8.0
 MEMORY_RE = re.compile(r"^#\s*guest memory:\s*(\d+[MG])\s*$")
 LEAN_RE = re.compile(r"^#\s*guest kernel:\s*lean\s*$")
 # How stage.sh learns that a stage loads the module itself.
@@ -168,7 +175,9 @@ class Console:
 
     def __init__(self, log_path: Path, echo: bool, start: float) -> None:
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in follow()
-        self.kexec_at: float | None = None
+        # Set while the guest is between a stage's passing result and the next stage.
+        self.next_stage_due: float | None = None
+        self.buf = b""
         self.echo = echo
         self.start = start
         self.verdict: str | None = None
@@ -179,7 +188,6 @@ class Console:
 
     def line(self, line: str) -> None:
         stamp = time.monotonic() - self.start
-        self.kexec_at = time.monotonic() if "LU-KEXEC" in line else None
         self.log.write(f"[{stamp:8.3f}] {line}\n")
         if self.echo:
             print(line, flush=True)
@@ -189,9 +197,12 @@ class Console:
             if what == "BEGIN":
                 self.current = int(m.group(1))
                 self.counts[self.current] = Counts()
+                self.next_stage_due = None
             else:
                 self.results[int(m.group(1))] = rest.split()[0]
                 self.current = None
+                if rest.split()[0] == "0" and m.group(1) != m.group(2):
+                    self.next_stage_due = time.monotonic() + NEXT_STAGE_WITHIN
             word = "started" if what == "BEGIN" else f"exit {rest}"
             print(f"run.py: [{stamp:7.1f} s] stage {stage} {word}", flush=True)
         elif self.current is not None:
@@ -201,14 +212,35 @@ class Console:
         if FATAL_RE.search(line):
             self.fatal.append(line)
 
+    def read(self, fd: int, sel: selectors.BaseSelector, timeout: float) -> bool:
+        """Log what the guest prints within ``timeout`` s; False once QEMU's output ends."""
+        if not sel.select(timeout=timeout):
+            return True
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return False
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        for raw in lines:
+            self.line(raw.decode(errors="replace").rstrip("\r"))
+        return True
+
+    def hung(self, now: float, deadline: float) -> str | None:
+        """Why the guest counts as hung now, or None."""
+        if self.next_stage_due is not None and now > self.next_stage_due:
+            return f"no next stage {NEXT_STAGE_WITHIN} s after the last one passed"
+        if now > deadline:
+            return f"timeout after {deadline - self.start:.0f} s"
+        return None
+
     def follow(self, qemu: subprocess.Popen[bytes], deadline: float, where: Callable[[], str]) -> None:
         """Read until QEMU exits, the deadline passes, the guest lingers after its
-        verdict or stays silent after a kexec; `where` tells where a hung guest is."""
+        verdict or does not reach its next stage; a hung guest is asked for its
+        tasks (SysRq) and `where` tells where its CPUs are."""
         assert qemu.stdout is not None
         fd = qemu.stdout.fileno()
         sel = selectors.DefaultSelector()
         sel.register(fd, selectors.EVENT_READ)
-        buf = b""
         verdict_deadline = None
         while True:
             now = time.monotonic()
@@ -217,26 +249,32 @@ class Console:
             if verdict_deadline is not None and now > verdict_deadline:
                 qemu.kill()  # the guest said its last word but did not stop
                 break
-            hung = self.kexec_at is not None and now > self.kexec_at + KEXEC_SILENCE
-            if now > deadline or hung:
-                why = (f"no output {KEXEC_SILENCE} s after the kexec" if hung
-                       else f"timeout after {deadline - self.start:.0f} s")
-                self.line(f"run.py: {why}; the guest's CPUs:")
+            why = self.hung(now, deadline)
+            if why:
+                self.line(f"run.py: {why}; the guest's tasks (SysRq {SYSRQ_KEYS}) and CPUs:")
+                self.ask_tasks(qemu, fd, sel)
                 for line in where().splitlines():
                     self.line(f"run.py:   {line}")
                 qemu.kill()
                 print(f"run.py: {why}", flush=True)
                 break
-            if not sel.select(timeout=1.0):
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
+            if not self.read(fd, sel, 1.0):
                 break
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                self.line(raw.decode(errors="replace").rstrip("\r"))
         self.log.close()
+
+    def ask_tasks(self, qemu: subprocess.Popen[bytes], fd: int, sel: selectors.BaseSelector) -> None:
+        """Send SysRq keys over the serial console and log the answers."""
+        for key in SYSRQ_KEYS:
+            try:
+                assert qemu.stdin is not None
+                qemu.stdin.write(b"\x01b" + key.encode())
+                qemu.stdin.flush()
+            except (OSError, ValueError):
+                return
+            until = time.monotonic() + SYSRQ_OUTPUT_WAIT
+            while (left := until - time.monotonic()) > 0:
+                if not self.read(fd, sel, min(left, 1.0)):
+                    return
 
 
 def main() -> int:
@@ -293,7 +331,8 @@ def main() -> int:
     cmd = [
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
         "-m", memory, "-smp", args.smp, "-nodefaults", "-display", "none",
-        "-no-reboot", "-serial", "stdio", "-monitor", f"unix:{monitor_socket},server=on,wait=off",
+        "-no-reboot", "-chardev", "stdio,id=console,mux=on,signal=off",
+        "-serial", "chardev:console", "-monitor", f"unix:{monitor_socket},server=on,wait=off",
         # Without ACPI PCI hotplug, whose AML took most of the 5 s that
         # ACPI's init took in each debug boot.
         "-global", "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off",
@@ -314,7 +353,7 @@ def main() -> int:
     start = time.monotonic()
     console = Console(out / "serial.log", echo=not args.quiet, start=start)
     try:
-        with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT) as qemu:
             console.follow(qemu, start + args.timeout, lambda: monitor.where(monitor_socket, symbols))
             qemu.wait()

@@ -109,18 +109,25 @@ def test_symbol_map_names_kernel_text_only(tmp_path: Path) -> None:
     assert "outside" in symbols.name(0x1000)
 
 
-def test_silence_after_kexec_stops_the_run_and_says_where(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real QEMU whose CPU never starts (-S) stands for a kernel that hangs after kexec."""
+def test_no_next_stage_stops_the_run_and_says_where(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real QEMU whose CPU never starts (-S) stands for a kernel that hangs after kexec.
+    A line printed after the kexec (the old kernel's last words, or the new one's
+    first) does not stop the watch: only the next stage's BEGIN does (before, any
+    line did, and a guest that hung later ran into the plan's 30-minute limit)."""
     sock = tmp_path / "monitor"
     qemu = runner.subprocess.Popen(
         ["qemu-system-x86_64", "-accel", "tcg", "-S", "-nodefaults", "-display", "none",
-         "-serial", "stdio", "-monitor", f"unix:{sock},server=on,wait=off"],
-        stdin=runner.subprocess.DEVNULL, stdout=runner.subprocess.PIPE)
-    monkeypatch.setattr(runner, "KEXEC_SILENCE", 2)
+         "-chardev", "stdio,id=console,mux=on,signal=off", "-serial", "chardev:console",
+         "-monitor", f"unix:{sock},server=on,wait=off"],
+        stdin=runner.subprocess.PIPE, stdout=runner.subprocess.PIPE)
+    monkeypatch.setattr(runner, "NEXT_STAGE_WITHIN", 2)
+    monkeypatch.setattr(runner, "SYSRQ_OUTPUT_WAIT", 0.5)
     start = runner.time.monotonic()
     console = runner.Console(tmp_path / "serial.log", echo=False, start=start)
+    console.line("LU-STAGE 1/2 RESULT 0 12.1")
     console.line("LU-KEXEC 12.3")
+    console.line("kexec_core: Starting new kernel")
     symbols = runner.monitor.SymbolMap(tmp_path / "no System.map")
     try:
         while not sock.exists():
@@ -132,5 +139,18 @@ def test_silence_after_kexec_stops_the_run_and_says_where(tmp_path: Path,
         qemu.wait()
     assert runner.time.monotonic() - start < 30
     log = (tmp_path / "serial.log").read_text()
-    assert "no output 2 s after the kexec" in log
+    assert "no next stage 2 s after the last one passed" in log
+    assert "tasks (SysRq wt)" in log
     assert "CPU 0: RIP 0000fff0 in outside the kernel's text" in log
+
+
+def test_the_next_stage_and_the_last_result_end_the_watch(tmp_path: Path) -> None:
+    console = runner.Console(tmp_path / "serial.log", echo=False, start=runner.time.monotonic())
+    console.line("LU-STAGE 1/2 RESULT 0 (liveupdate kexec follows)")
+    assert console.next_stage_due is not None
+    console.line("LU-STAGE 2/2 BEGIN 20.5")
+    assert console.next_stage_due is None
+    console.line("LU-STAGE 2/2 RESULT 0 40.0")
+    assert console.next_stage_due is None
+    console.line("LU-STAGE 1/3 RESULT 1 40.0")
+    assert console.next_stage_due is None
