@@ -18,7 +18,13 @@ CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/liveupdate
 export LIVEUPDATE_CACHE := $(CACHE)
 PYTHON ?= python3
 APT_PACKAGES := qemu-system-x86 kexec-tools busybox-static flex bison bc \
-	libelf-dev libssl-dev xz-utils kmod gcc make python3-venv e2fsprogs
+	libelf-dev libssl-dev xz-utils kmod gcc make python3-venv e2fsprogs \
+	debootstrap dkms
+# `make deb` builds in a Debian sid root (qemu/debian-root.sh, cached)
+# with these: sid's packaging tools, for the release the packages target.
+DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+DEB_ROOT_PACKAGES := build-essential debhelper dh-dkms dkms dh-python \
+	pybuild-plugin-pyproject python3-all python3-setuptools lintian
 PY_PACKAGES := pytest ruff mypy pyroute2 ruamel.yaml 'setuptools>=77' wheel
 VENV := $(CACHE)/venv-$(shell echo $(PY_PACKAGES) | sha256sum | cut -c1-8)
 VPY := $(VENV)/bin/python
@@ -59,7 +65,7 @@ BENCH = $(VPY) bench/run.py --python $(VPY) --module $(MODULE) \
 	--ours $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \
 	--mainline $$(cat $(MAINLINE_KDIR_FILE))/arch/x86/boot/bzImage
 
-.PHONY: all deps venv kernel kernel-mainline kernel-debug module module-debug \
+.PHONY: all deps deb packages venv kernel kernel-mainline kernel-debug module module-debug \
 	selftests unit guest bench bench-smoke check demo clean
 
 all: module selftests
@@ -178,7 +184,26 @@ bench: module selftests venv kernel-mainline
 bench-smoke: module selftests venv kernel-mainline
 	$(BENCH) --sizes 64M --files 1 --repeats 1 --check --results build/bench-smoke
 
-check: unit guest bench-smoke
+# The Debian packages (debian/): liveupdate-dkms and python3-liveupdate,
+# built in a sid root from what git tracks or would track; lintian must
+# find no error. They land in build/.
+deb: | deps
+	@root=$$(qemu/debian-root.sh deb-build $(DEB_ROOT_PACKAGES)) && \
+	rm -rf $$root/build && mkdir -p $$root/build/src && \
+	git ls-files -co --exclude-standard debian kernel python systemd boot README.md | \
+		tar -cf - -T - | tar -xf - -C $$root/build/src && \
+	echo "[deb] dpkg-buildpackage (log: build/deb.log)" && mkdir -p build && \
+	{ chroot $$root sh -c 'cd /build/src && dpkg-buildpackage -us -uc -b' > build/deb.log 2>&1 || \
+		{ tail -n 30 build/deb.log; exit 1; }; } && \
+	chroot $$root sh -c 'lintian --fail-on error /build/*.changes' && \
+	cp $$root/build/*.deb build/ && ls build/*.deb
+
+# The packages as a host takes them: DKMS builds the module for the lean
+# kernel and skips a kernel without KHO.
+packages: deb kernel
+	qemu/check-dkms.sh $$(cat $(KDIR_FILE)) build/liveupdate-dkms_$(DEB_VERSION)_all.deb
+
+check: unit packages guest bench-smoke
 
 demo: module venv
 	$(RUN) --kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \

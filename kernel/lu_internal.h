@@ -51,6 +51,9 @@
 
 #include "lu_format.h"
 
+/* The release, the same as the Python package's and the Debian packages'. */
+#define LU_MODULE_VERSION "0.4.0"
+
 #define lu_err(fmt, ...)  pr_err_ratelimited("liveupdate: " fmt, ##__VA_ARGS__)
 #define lu_info(fmt, ...) pr_info("liveupdate: " fmt, ##__VA_ARGS__)
 

@@ -255,9 +255,10 @@ static int __init lu_init(void)
 {
 	int err;
 
+	/* -ENODEV, as for absent hardware: modules-load.d tries it everywhere. */
 	if (!kho_is_enabled()) {
-		pr_err("liveupdate: KHO is off: boot with kho=on\n");
-		return -EOPNOTSUPP;
+		pr_info("liveupdate: KHO is off: boot with kho=on\n");
+		return -ENODEV;
 	}
 	err = lu_register_file_handler(&lu_memfd_handler);
 	if (err)
@@ -316,3 +317,11 @@ module_exit(lu_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("Live Update Orchestrator on Kexec HandOver, as a module");
+MODULE_VERSION(LU_MODULE_VERSION);
+/*
+ * The hand-over formats this module writes and reads, so that a tool can
+ * tell from modinfo alone whether a kernel it is about to kexec into can
+ * take this one's sessions over (liveupdate kexec checks it).
+ */
+MODULE_INFO(handover_writes, __stringify(LU_KHO_VERSION));
+MODULE_INFO(handover_reads, __stringify(LU_KHO_VERSION));

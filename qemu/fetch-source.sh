@@ -2,8 +2,8 @@
 # Fetch and unpack Debian's linux-source-7.2 (suite sid) into the cache,
 # without touching the system's apt configuration.
 #
-# The archive is the one this machine's apt already uses for its stable
-# release (so a local mirror is respected); set DEBIAN_ARCHIVE to override.
+# The archive is the one this machine's apt already uses
+# (qemu/debian-archive.sh; set DEBIAN_ARCHIVE to override).
 # Prints the unpacked source directory on stdout.
 set -euo pipefail
 
@@ -12,16 +12,7 @@ pkg=${LINUX_SOURCE_PKG:-linux-source-7.2}
 suite=${LINUX_SOURCE_SUITE:-sid}
 log() { printf '[fetch-source] %s\n' "$*" >&2; }
 
-archive=${DEBIAN_ARCHIVE:-}
-if [ -z "$archive" ]; then
-	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-	archive=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
-		awk -v rel="$codename" '$2 == rel { print $1; exit }')
-fi
-if [ -z "$archive" ]; then
-	log "no Debian archive found in apt's configuration; set DEBIAN_ARCHIVE=<uri>"
-	exit 1
-fi
+archive=$("$(dirname "$0")/debian-archive.sh") || { log "cannot fetch $pkg"; exit 1; }
 
 apt_dir=$cache/apt
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$cache/src"
