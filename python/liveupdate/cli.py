@@ -81,8 +81,10 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
             if e.errno != errno.EBUSY:  # the agent holds it; sysfs still tells the state
                 raise
     data = _state_dict(state)
+    data["problems"] = system.problems()
     if state is None:
         text = f"state: {data['state'] or 'module not loaded'} (device {data['device']})"
+        text += "".join(f"\nmissing: {problem}" for problem in data["problems"])
     else:
         text = "\n".join([
             f"state: {data['state']}",
@@ -145,7 +147,7 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
 def cmd_kexec(args: argparse.Namespace, out: Output) -> int:
     with _controller(args.socket) as (send, status):
         cmdline = args.append if args.append is not None else system.running_cmdline()
-        live_update(send, status, args.kernel, args.initrd, cmdline, out.progress)
+        live_update(send, status, args.kernel, args.initrd, cmdline, out.progress, force=args.force)
     return EXIT_OK
 
 
@@ -275,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     kexec.add_argument("kernel", type=Path, metavar="KERNEL")
     kexec.add_argument("--initrd", type=Path)
     kexec.add_argument("--append", help="the new kernel's command line (default: this kernel's, /proc/cmdline)")
+    kexec.add_argument("--force", action="store_true",
+                       help="load KERNEL even if it seems unable to take the sessions over (no KHO, no "
+                       "liveupdate.ko for it, or one that reads another hand-over format)")
     kexec.set_defaults(run=cmd_kexec)
 
     agent = sub.add_parser("agent", parents=[common], help="run liveupdated, which holds sessions for services")

@@ -1,7 +1,9 @@
-"""A live update in one call: load the next kernel, prepare, freeze, jump.
+"""A live update in one call: check the next kernel, load it, prepare, freeze, jump.
 
 Each step reports through ``progress``; a failing step undoes what the
-earlier ones did (CANCEL, unload the kernel) and raises.
+earlier ones did (CANCEL, unload the kernel) and raises. A kernel that
+could not take the sessions over (target.py) is refused before anything
+is loaded, unless ``force``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import abi, system
+from . import abi, system, target
 from .errors import LiveUpdateError
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -45,14 +47,27 @@ def check_ready() -> None:
         raise LiveUpdateError(errno.ENODEV, "kexec", "module not loaded: insmod liveupdate.ko")
 
 
+def check_target(kernel: Path, writes: int, force: bool, progress: Progress) -> None:
+    """Refuse a kernel that cannot take a hand-over of format ``writes`` over, unless ``force``."""
+    found = target.check(kernel, writes)
+    facts = {"release": found.release, "config": str(found.config) if found.config else None,
+             "module": str(found.module) if found.module else None}
+    if found.problems and not force:
+        raise LiveUpdateError(errno.ENOEXEC, f"kexec {kernel}",
+                              "; ".join(found.problems) + "; --force loads it anyway")
+    progress("checked", facts | {"problems": found.problems, "forced": bool(found.problems)})
+
+
 def live_update(
-    send: SendEvent, status: GetStatus, kernel: Path, initrd: Path | None, cmdline: str, progress: Progress
+    send: SendEvent, status: GetStatus, kernel: Path, initrd: Path | None, cmdline: str, progress: Progress,
+    force: bool = False,
 ) -> None:
-    """Load ``kernel`` with ``kexec -s``, PREPARE, FREEZE, then ``kexec -e``."""
+    """Check ``kernel``, load it with ``kexec -s``, PREPARE, FREEZE, then ``kexec -e``."""
     check_ready()
-    state = status()["state"]
-    if state != "normal":
-        raise LiveUpdateError(errno.EBUSY, "kexec", f"the state is {state}, not normal")
+    now = status()
+    if now["state"] != "normal":
+        raise LiveUpdateError(errno.EBUSY, "kexec", f"the state is {now['state']}, not normal")
+    check_target(kernel, now["format_version"], force, progress)
     args = ["-s", "-l", str(kernel), f"--command-line={cmdline}"]
     if initrd is not None:
         args.append(f"--initrd={initrd}")

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from liveupdate import target
 from liveupdate.cli import main as cli_main
 
 # How long one CLI process or wait may take: a TCG guest on a debug kernel
@@ -86,3 +88,22 @@ def cli_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     """``python -m liveupdate ARGS`` in a process of its own (``env``: added to ours)."""
     return subprocess.run([sys.executable, "-m", "liveupdate", *args], capture_output=True, text=True,
                           timeout=PATIENCE, env=os.environ | (env or {}))
+
+
+def install_next_kernel() -> str:
+    """Make the guest look like a host with the next kernel installed, as
+    ``liveupdate kexec`` checks it (target.py): its config as
+    /boot/config-RELEASE and liveupdate.ko where DKMS puts it, on tmpfs
+    over /boot and /lib/modules (the root is the host's, read-only).
+    Returns the release."""
+    kernel = Path(os.environ["LU_KERNEL"])
+    release = target.image_release(kernel)
+    for place in (target.BOOT, target.MODULES):
+        if not os.path.ismount(place):
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(place)], check=True)
+    # LU_KERNEL is BUILD/arch/x86/boot/bzImage.
+    shutil.copy(kernel.parents[3] / ".config", target.BOOT / f"config-{release}")
+    dkms = target.MODULES / release / "updates/dkms"
+    dkms.mkdir(parents=True, exist_ok=True)
+    shutil.copy(os.environ["LU_MODULE"], dkms / "liveupdate.ko")
+    return release

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 import stamps
-from conftest import PATIENCE, cli, cli_process
+from conftest import PATIENCE, cli, cli_process, install_next_kernel
 
 import liveupdate
 from liveupdate import LiveUpdateError, listing, protocol
@@ -455,13 +455,14 @@ def test_kernel1_a_killed_agent_loses_nothing() -> None:
     assert "took over 0 sessions, kept 3" in told, told
     with liveupdate.connect(SOCKET) as agent:
         assert agent.sessions() == before
-    # The plan's `liveupdate kexec` drives this agent.
+    # The plan's `liveupdate kexec` drives this agent, into a kernel it checks first.
+    install_next_kernel()
 
 
 @pytest.mark.stage(2)
 def test_kernel2_clients_get_their_files_back() -> None:
     steps = [json.loads(line)["step"] for line in (OUT / "agent_kexec.json").read_text().splitlines()]
-    assert steps == ["loaded", "prepared", "frozen", "kexec"]
+    assert steps == ["checked", "loaded", "prepared", "frozen", "kexec"]
     global MANAGER
     MANAGER = ServiceManager("/tmp/notify.sock")
     MANAGER.wait_for("READY=1", MANAGER.start("agent2.log"))

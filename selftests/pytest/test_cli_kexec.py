@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PATIENCE, cli, cli_process
+from conftest import PATIENCE, cli, cli_process, install_next_kernel
 
 from liveupdate import Device, hold_fds_until_kexec
 from liveupdate.watch import Watcher
@@ -105,10 +105,25 @@ def test_kernel1_watch() -> None:
 
 
 @pytest.mark.stage(1)
+def test_kernel1_kexec_refuses_a_kernel_that_cannot_take_over() -> None:
+    """No config of the next kernel, no liveupdate.ko for it: refused, naming
+    both, before anything is loaded or prepared. Then they are installed as
+    Debian and DKMS place them, and the kexecs below take the kernel."""
+    kernel, initrd = os.environ["LU_KERNEL"], os.environ["LU_INITRD"]
+    done = cli("kexec", kernel, "--initrd", initrd, "--append", "quiet")
+    assert done.returncode == 1, done.stderr
+    assert "no config of 7." in done.stderr and "no liveupdate.ko for 7." in done.stderr, done.stderr
+    assert "--force" in done.stderr
+    assert Path("/sys/kernel/kexec_loaded").read_text().strip() == "0"
+    assert cli_json("status")["state"] == "normal"
+    install_next_kernel()
+
+
+@pytest.mark.stage(1)
 def test_kernel1_kexec_refuses_and_undoes() -> None:
     kernel, initrd = os.environ["LU_KERNEL"], os.environ["LU_INITRD"]
     done = cli("kexec", "/nonexistent/bzImage", "--append", "quiet")
-    assert done.returncode == 1 and "kexec -s -l /nonexistent/bzImage" in done.stderr
+    assert done.returncode == 1 and "cannot read /nonexistent/bzImage" in done.stderr
 
     # FREEZE fails: the CLI cancels PREPARE and unloads the kernel.
     fd = memfd_with(b"x" * MIB)
@@ -123,7 +138,11 @@ def test_kernel1_kexec_refuses_and_undoes() -> None:
     os.close(fd)
     assert done.returncode == 1
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [line.get("step") for line in lines[:-1]] == ["loaded", "prepared", "cancelled", "unloaded"]
+    assert [line.get("step") for line in lines[:-1]] == ["checked", "loaded", "prepared", "cancelled", "unloaded"]
+    release = lines[0]["release"]
+    assert lines[0] == {"step": "checked", "release": release, "config": f"/boot/config-{release}",
+                        "module": f"/lib/modules/{release}/updates/dkms/liveupdate.ko", "problems": [],
+                        "forced": False}
     assert "freeze (session 'cli-fail', token 77)" in lines[-1]["error"]
     assert Path("/sys/kernel/kexec_loaded").read_text().strip() == "0"
     assert cli_json("status")["state"] == "normal"
@@ -141,8 +160,8 @@ def test_kernel1_leave_a_session_for_the_cli_kexec() -> None:
 @pytest.mark.stage(2)
 def test_kernel2_after_the_cli_kexec() -> None:
     steps = [json.loads(line) for line in KEXEC_LOG.read_text().splitlines()]
-    assert [step["step"] for step in steps] == ["loaded", "prepared", "frozen", "kexec"]
-    assert steps[1]["sessions"] == 1 and steps[1]["bytes"] > 0
+    assert [step["step"] for step in steps] == ["checked", "loaded", "prepared", "frozen", "kexec"]
+    assert steps[2]["sessions"] == 1 and steps[2]["bytes"] > 0
 
     status = cli_json("status")
     assert (status["state"], status["kho_boot"], status["incoming_sessions"]) == ("updated", True, 1)
