@@ -66,10 +66,11 @@ SCRATCH_BYTES = 256 << 20
 NEXT_STAGE_WITHIN = 300
 # How a hung guest is asked for its tasks: QEMU's serial multiplexer sends
 # a BREAK on C-a b, and the kernel takes the key after it as SysRq (debug
-# kernel: CONFIG_MAGIC_SYSRQ_SERIAL). w: tasks blocked, killable ones too
-# (which the hung-task detector skips); t: every task.
-SYSRQ_KEYS = "wt"
-SYSRQ_OUTPUT_WAIT = 8.0
+# kernel: CONFIG_MAGIC_SYSRQ_SERIAL). 8: console log level 8, or the task
+# dumps (KERN_INFO) stay off the console; w: tasks blocked, killable ones
+# too (which the hung-task detector skips); t: every task.
+SYSRQ_KEYS = "8wt"
+SYSRQ_OUTPUT_WAIT = 6.0
 MEMORY_RE = re.compile(r"^#\s*guest memory:\s*(\d+[MG])\s*$")
 LEAN_RE = re.compile(r"^#\s*guest kernel:\s*lean\s*$")
 # How stage.sh learns that a stage loads the module itself.

@@ -140,7 +140,7 @@ def test_no_next_stage_stops_the_run_and_says_where(tmp_path: Path,
     assert runner.time.monotonic() - start < 30
     log = (tmp_path / "serial.log").read_text()
     assert "no next stage 2 s after the last one passed" in log
-    assert "tasks (SysRq wt)" in log
+    assert "tasks (SysRq 8wt)" in log
     assert "CPU 0: RIP 0000fff0 in outside the kernel's text" in log
 
 
