@@ -140,7 +140,7 @@ unit: venv kernel
 
 # What a failed plan said about its failure, repeated at the end, where a
 # CI log's tail shows it.
-FAILURE_RE = not ok|Test terminated|Test failed|Expected|Assertion|^\[ *[0-9.]+\] (E  |FAILED|ERROR)|RESULT [1-9]|WARNING:|BUG:|Oops|LU-GUEST kmemleak: |blocked for|run.py: .*(FAIL|timeout|no output)|run.py:   (CPU|  stack)|task:.* state:D
+FAILURE_RE = not ok|Test terminated|Test failed|Expected|Assertion|^\[ *[0-9.]+\] (E  |FAILED|ERROR)|RESULT [1-9]|WARNING:|BUG:|Oops|LU-GUEST kmemleak: |blocked for|run.py: .*(FAIL|timeout|no next stage)|run.py:   (CPU|  stack)|task:.* state:D
 
 # Plans run GUEST_JOBS at a time (a TCG guest keeps about one core busy),
 # each printing its own summary; the last line counts them. (Three on two
