@@ -147,7 +147,8 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
 def cmd_kexec(args: argparse.Namespace, out: Output) -> int:
     with _controller(args.socket) as (send, status):
         cmdline = args.append if args.append is not None else system.running_cmdline()
-        live_update(send, status, args.kernel, args.initrd, cmdline, out.progress, force=args.force)
+        live_update(send, status, args.kernel, args.initrd, cmdline, out.progress, force=args.force,
+                    boot=args.boot_dir, modules=args.modules_dir)
     return EXIT_OK
 
 
@@ -280,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     kexec.add_argument("--force", action="store_true",
                        help="load KERNEL even if it seems unable to take the sessions over (no KHO, no "
                        "liveupdate.ko for it, or one that reads another hand-over format)")
+    kexec.add_argument("--boot-dir", type=Path, metavar="DIR",
+                       help="where KERNEL's config is installed as config-RELEASE (default: /boot)")
+    kexec.add_argument("--modules-dir", type=Path, metavar="DIR",
+                       help="where KERNEL's modules are installed as RELEASE/... (default: /lib/modules)")
     kexec.set_defaults(run=cmd_kexec)
 
     agent = sub.add_parser("agent", parents=[common], help="run liveupdated, which holds sessions for services")

@@ -47,9 +47,12 @@ def check_ready() -> None:
         raise LiveUpdateError(errno.ENODEV, "kexec", "module not loaded: insmod liveupdate.ko")
 
 
-def check_target(kernel: Path, writes: int, force: bool, progress: Progress) -> None:
-    """Refuse a kernel that cannot take a hand-over of format ``writes`` over, unless ``force``."""
-    found = target.check(kernel, writes)
+def check_target(kernel: Path, writes: int, force: bool, progress: Progress,
+                 boot: Path | None = None, modules: Path | None = None) -> None:
+    """Refuse a kernel that cannot take a hand-over of format ``writes`` over, unless ``force``
+    (its config and modules are looked for under ``boot`` and ``modules``, by default
+    target.BOOT and target.MODULES)."""
+    found = target.check(kernel, writes, boot, modules)
     facts = {"release": found.release, "config": str(found.config) if found.config else None,
              "module": str(found.module) if found.module else None}
     if found.problems and not force:
@@ -60,14 +63,14 @@ def check_target(kernel: Path, writes: int, force: bool, progress: Progress) -> 
 
 def live_update(
     send: SendEvent, status: GetStatus, kernel: Path, initrd: Path | None, cmdline: str, progress: Progress,
-    force: bool = False,
+    force: bool = False, boot: Path | None = None, modules: Path | None = None,
 ) -> None:
     """Check ``kernel``, load it with ``kexec -s``, PREPARE, FREEZE, then ``kexec -e``."""
     check_ready()
     now = status()
     if now["state"] != "normal":
         raise LiveUpdateError(errno.EBUSY, "kexec", f"the state is {now['state']}, not normal")
-    check_target(kernel, now["format_version"], force, progress)
+    check_target(kernel, now["format_version"], force, progress, boot, modules)
     args = ["-s", "-l", str(kernel), f"--command-line={cmdline}"]
     if initrd is not None:
         args.append(f"--initrd={initrd}")

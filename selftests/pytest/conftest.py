@@ -90,20 +90,23 @@ def cli_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
                           timeout=PATIENCE, env=os.environ | (env or {}))
 
 
-def install_next_kernel() -> str:
-    """Make the guest look like a host with the next kernel installed, as
-    ``liveupdate kexec`` checks it (target.py): its config as
-    /boot/config-RELEASE and liveupdate.ko where DKMS puts it, on tmpfs
-    over /boot and /lib/modules (the root is the host's, read-only).
-    Returns the release."""
+# Where the guest installs the next kernel: the root is the host's, read-only,
+# and may have no /lib/modules to mount over (a container's).
+NEXT_KERNEL = Path("/tmp/next-kernel")
+
+
+def install_next_kernel() -> list[str]:
+    """Install the next kernel as a host has it, for ``liveupdate kexec``'s
+    check (target.py): its config as boot/config-RELEASE and liveupdate.ko
+    where DKMS puts it, under NEXT_KERNEL. Returns the options that name
+    those places."""
     kernel = Path(os.environ["LU_KERNEL"])
     release = target.image_release(kernel)
-    for place in (target.BOOT, target.MODULES):
-        if not os.path.ismount(place):
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(place)], check=True)
-    # LU_KERNEL is BUILD/arch/x86/boot/bzImage.
-    shutil.copy(kernel.parents[3] / ".config", target.BOOT / f"config-{release}")
-    dkms = target.MODULES / release / "updates/dkms"
+    boot, modules = NEXT_KERNEL / "boot", NEXT_KERNEL / "modules"
+    dkms = modules / release / "updates/dkms"
     dkms.mkdir(parents=True, exist_ok=True)
+    boot.mkdir(exist_ok=True)
+    # LU_KERNEL is BUILD/arch/x86/boot/bzImage.
+    shutil.copy(kernel.parents[3] / ".config", boot / f"config-{release}")
     shutil.copy(os.environ["LU_MODULE"], dkms / "liveupdate.ko")
-    return release
+    return ["--boot-dir", str(boot), "--modules-dir", str(modules)]

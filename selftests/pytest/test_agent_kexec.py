@@ -455,7 +455,8 @@ def test_kernel1_a_killed_agent_loses_nothing() -> None:
     assert "took over 0 sessions, kept 3" in told, told
     with liveupdate.connect(SOCKET) as agent:
         assert agent.sessions() == before
-    # The plan's `liveupdate kexec` drives this agent, into a kernel it checks first.
+    # The plan's `liveupdate kexec` drives this agent, into a kernel it checks
+    # first, where conftest.NEXT_KERNEL says.
     install_next_kernel()
 
 
