@@ -19,7 +19,7 @@ export LIVEUPDATE_CACHE := $(CACHE)
 PYTHON ?= python3
 APT_PACKAGES := qemu-system-x86 kexec-tools busybox-static flex bison bc \
 	libelf-dev libssl-dev xz-utils kmod gcc make python3-venv e2fsprogs \
-	debootstrap dkms
+	debootstrap dkms dpkg-dev rsync cpio qemu-utils
 # `make deb` builds in a Debian sid root (qemu/debian-root.sh, cached)
 # with these: sid's packaging tools, for the release the packages target.
 DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
@@ -65,7 +65,7 @@ BENCH = $(VPY) bench/run.py --python $(VPY) --module $(MODULE) \
 	--ours $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage \
 	--mainline $$(cat $(MAINLINE_KDIR_FILE))/arch/x86/boot/bzImage
 
-.PHONY: all deps deb packages venv kernel kernel-mainline kernel-debug module module-debug \
+.PHONY: all deps deb packages systemd-image venv kernel kernel-mainline kernel-debug module module-debug \
 	selftests unit guest bench bench-smoke check demo clean
 
 all: module selftests
@@ -153,13 +153,14 @@ GUEST_MEM ?= 2G
 # A plan with the line "# guest kernel: lean" runs on the lean kernel with
 # the production module instead (run.py; scale_c: the debug kernel does
 # not come back from a kexec that carries tens of thousands of files).
-guest: module-debug module selftests venv
+guest: module-debug module selftests venv systemd-image
 	@mkdir -p build/runs
 	@printf '%s\n' $(PLANS) | xargs -P $(GUEST_JOBS) -I{} sh -c '\
 		name=$$(basename {} .plan); \
 		$(RUN) --quiet --kernel $$(cat $(DEBUG_KDIR_FILE))/arch/x86/boot/bzImage \
 			--append "$(DEBUG_APPEND)" --module $(DEBUG_MODULE) \
 			--lean-kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage --lean-module $(MODULE) \
+			--systemd-image $$(cat $(SYSTEMD_IMAGE_FILE)) \
 			--python $(VPY) --mem $(GUEST_MEM) --timeout 1800 \
 			--out build/runs/$$name {} > build/runs/$$name.txt 2>&1; \
 		echo $$? > build/runs/$$name.rc; \
@@ -197,6 +198,19 @@ deb: | deps
 		{ tail -n 30 build/deb.log; exit 1; }; } && \
 	chroot $$root sh -c 'lintian --fail-on error /build/*.changes' && \
 	cp $$root/build/*.deb build/ && ls build/*.deb
+
+# The systemd guest (plans with "# guest: systemd"): the lean kernel as
+# Debian packages, and a sid root with them and ours installed.
+KERNEL_DEBS_FILE := build/kernel-debs
+SYSTEMD_IMAGE_FILE := build/systemd-image
+
+$(KERNEL_DEBS_FILE): $(KDIR_FILE) qemu/kernel-debs.sh | deps
+	qemu/kernel-debs.sh $$(cat $(KDIR_FILE)) > $@.tmp && mv $@.tmp $@
+
+systemd-image: deb $(KERNEL_DEBS_FILE)
+	qemu/systemd-image.sh $$(cat $(KERNEL_DEBS_FILE)) build/liveupdate-dkms_$(DEB_VERSION)_all.deb \
+		build/python3-liveupdate_$(DEB_VERSION)_all.deb > $(SYSTEMD_IMAGE_FILE).tmp && \
+		mv $(SYSTEMD_IMAGE_FILE).tmp $(SYSTEMD_IMAGE_FILE)
 
 # The packages as a host takes them: DKMS builds the module for the lean
 # kernel and skips a kernel without KHO.

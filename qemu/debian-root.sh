@@ -49,5 +49,9 @@ if ! { chroot "$root" apt-get -q update &&
 fi
 chroot "$root" apt-get clean
 touch "$root/.built"
+# Only the newest root of a name is kept.
+for old in "$cache/root/$name"-*; do
+	case $old in "$root"|"$root.log") ;; *) rm -rf --one-file-system "$old" ;; esac
+done
 log "ready in $((SECONDS - start)) s"
 echo "$root"

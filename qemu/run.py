@@ -73,6 +73,7 @@ SYSRQ_KEYS = "8wt"
 SYSRQ_OUTPUT_WAIT = 6.0
 MEMORY_RE = re.compile(r"^#\s*guest memory:\s*(\d+[MG])\s*$")
 LEAN_RE = re.compile(r"^#\s*guest kernel:\s*lean\s*$")
+SYSTEMD_RE = re.compile(r"^#\s*guest:\s*systemd\s*$")
 # How stage.sh learns that a stage loads the module itself.
 MANUAL_LOAD = "#manual-load "
 KSFT_TOTALS_RE = re.compile(r"# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) "
@@ -135,9 +136,13 @@ def plan_memory(text: str) -> str | None:
     return sizes[-1] if sizes else None
 
 
-def plan_wants_lean(text: str) -> bool:
-    """Whether the plan asks for the lean kernel ("# guest kernel: lean")."""
-    return any(LEAN_RE.match(line) for line in text.splitlines())
+def plan_guest(text: str) -> str | None:
+    """The kind of guest the plan asks for: "lean" ("# guest kernel: lean"),
+    "systemd" ("# guest: systemd"), or None (the debug kernel's busybox guest)."""
+    lines = text.splitlines()
+    if any(SYSTEMD_RE.match(line) for line in lines):
+        return "systemd"
+    return "lean" if any(LEAN_RE.match(line) for line in lines) else None
 
 
 def guest_path(path: Path) -> str:
@@ -278,6 +283,74 @@ class Console:
                     return
 
 
+class Guest:
+    """What differs between kinds of guest: its boot files, disks and environment."""
+
+    def __init__(self, kernel: Path, initrd: Path, append: str, env: dict[str, str],
+                 devices: list[str], symbols: Path) -> None:
+        self.kernel, self.initrd, self.append, self.env = kernel, initrd, append, env
+        self.devices, self.symbols = devices, symbols
+
+
+def busybox_guest(args: argparse.Namespace, out: Path) -> Guest:
+    """The host's root read-only over 9p, a busybox initramfs, a scratch disk
+    (/dev/vda) and the tests' Python on a disk of its own."""
+    build_initrd(out / "initrd.cpio.gz")
+    scratch = out / "scratch.img"
+    with scratch.open("wb") as disk:
+        disk.truncate(SCRATCH_BYTES)
+    python_image = pyimage.build(args.python)
+    append = f"{BASE_APPEND} {args.append}".strip()
+    env = {
+        "LU_CHECKOUT": GUEST_CHECKOUT,
+        "LU_KERNEL": guest_path(args.kernel),
+        "LU_INITRD": "/run/out/initrd.cpio.gz",
+        "LU_APPEND": append,
+        "LU_MODULE": guest_path(args.module) if args.module else "",
+        "LU_PYTHON": args.python,
+        "LU_OUT": "/run/out",
+    }
+    devices = [
+        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        # Devices in this order: the scratch disk is /dev/vda.
+        "-drive", f"file={scratch},format=raw,if=none,id=scratch,cache=unsafe",
+        "-device", "virtio-blk-pci,drive=scratch",
+        "-drive", f"file={python_image},format=raw,if=none,id=python,readonly=on",
+        "-device", f"virtio-blk-pci,drive=python,serial={pyimage.SERIAL}",
+    ]
+    return Guest(args.kernel, out / "initrd.cpio.gz", append, env, devices,
+                 args.kernel.resolve().parents[3] / "System.map")
+
+
+def systemd_guest(args: argparse.Namespace, out: Path) -> Guest:
+    """A Debian root with systemd as PID 1 on its own disk (qemu/systemd-image.sh),
+    booted from its installed kernel and initramfs; each run writes to a copy
+    on write of the disk. The stage runs from lu-stage.service and kexecs with
+    ``systemctl kexec``."""
+    image = args.systemd_image
+    release = (image / "release").read_text().strip()
+    overlay = out / "root.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                    "-b", str((image / "root.img").resolve()), str(overlay)], check=True)
+    append = f"{BASE_APPEND} root=/dev/vda rw {args.append}".strip()
+    env = {
+        "LU_CHECKOUT": GUEST_CHECKOUT,
+        "LU_KERNEL": f"/boot/vmlinuz-{release}",
+        "LU_INITRD": f"/boot/initrd.img-{release}",
+        "LU_APPEND": append,
+        "LU_MODULE": "",  # the initramfs loads the module DKMS built
+        "LU_PYTHON": "/usr/bin/python3",
+        "LU_PYTHONPATH": "",  # python3-liveupdate as installed, not the checkout's
+        "LU_KEXEC": "systemctl kexec",
+        "LU_OUT": "/run/out",
+    }
+    devices = [
+        "-drive", f"file={overlay},format=qcow2,if=none,id=root,cache=unsafe",
+        "-device", "virtio-blk-pci,drive=root",
+    ]
+    return Guest(image / "vmlinuz", image / "initrd.img", append, env, devices, image / "System.map")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("plan", type=Path, help="file with one command per kernel")
@@ -290,6 +363,8 @@ def main() -> int:
     parser.add_argument("--append", default="", help="extra kernel command line")
     parser.add_argument("--lean-kernel", type=Path, help="bzImage for plans that ask for the lean kernel")
     parser.add_argument("--lean-module", type=Path, help="liveupdate.ko for those plans")
+    parser.add_argument("--systemd-image", type=Path,
+                        help="qemu/systemd-image.sh's directory, for plans that ask for systemd")
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole run")
     parser.add_argument("--quiet", action="store_true", help="do not echo the serial console")
     args = parser.parse_args()
@@ -297,10 +372,13 @@ def main() -> int:
     text = args.plan.read_text()
     stages = parse_plan(text)
     memory = plan_memory(text) or args.mem
-    if plan_wants_lean(text):
+    kind = plan_guest(text)
+    if kind == "lean":
         if not args.lean_kernel:
             sys.exit(f"run.py: {args.plan} asks for the lean kernel: give --lean-kernel")
         args.kernel, args.module, args.append = args.lean_kernel, args.lean_module, ""
+    if kind == "systemd" and not args.systemd_image:
+        sys.exit(f"run.py: {args.plan} asks for the systemd guest: give --systemd-image")
     plan = [command for _, command in stages]
     if not plan:
         sys.exit(f"run.py: {args.plan} has no stage")
@@ -308,26 +386,12 @@ def main() -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    build_initrd(out / "initrd.cpio.gz")
     shutil.copy(HERE / "guest" / "stage.sh", out / "stage.sh")
     (out / "plan").write_text("\n".join(plan) + "\n")
-    scratch = out / "scratch.img"
-    with scratch.open("wb") as disk:
-        disk.truncate(SCRATCH_BYTES)
-    python_image = pyimage.build(args.python)
+    guest = systemd_guest(args, out) if kind == "systemd" else busybox_guest(args, out)
+    (out / "env").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in guest.env.items()))
     # A short path: a Unix socket's path is limited to 107 bytes.
     monitor_socket = Path(tempfile.mkdtemp(prefix="lu-monitor-")) / "sock"
-    append = f"{BASE_APPEND} {args.append}".strip()
-    env = {
-        "LU_CHECKOUT": GUEST_CHECKOUT,
-        "LU_KERNEL": guest_path(args.kernel),
-        "LU_INITRD": "/run/out/initrd.cpio.gz",
-        "LU_APPEND": append,
-        "LU_MODULE": guest_path(args.module) if args.module else "",
-        "LU_PYTHON": args.python,
-        "LU_OUT": "/run/out",
-    }
-    (out / "env").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
 
     cmd = [
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
@@ -338,19 +402,14 @@ def main() -> int:
         # ACPI's init took in each debug boot.
         "-global", "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off",
         "-global", "PIIX4_PM.acpi-root-pci-hotplug=off",
-        "-kernel", str(args.kernel), "-initrd", str(out / "initrd.cpio.gz"),
-        "-append", f"{append} lu.stage=1",
-        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-kernel", str(guest.kernel), "-initrd", str(guest.initrd),
+        "-append", f"{guest.append} lu.stage=1",
         "-virtfs", f"local,path={CHECKOUT},mount_tag=checkout,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={out},mount_tag=out,security_model=none",
-        # Devices in this order: the scratch disk is /dev/vda.
-        "-drive", f"file={scratch},format=raw,if=none,id=scratch,cache=unsafe",
-        "-device", "virtio-blk-pci,drive=scratch",
-        "-drive", f"file={python_image},format=raw,if=none,id=python,readonly=on",
-        "-device", f"virtio-blk-pci,drive=python,serial={pyimage.SERIAL}",
+        *guest.devices,
     ]
     print(f"run.py: {args.plan.name}: {len(plan)} stages, output in {out}", flush=True)
-    symbols = monitor.SymbolMap(args.kernel.resolve().parents[3] / "System.map")
+    symbols = monitor.SymbolMap(guest.symbols)
     start = time.monotonic()
     console = Console(out / "serial.log", echo=not args.quiet, start=start)
     try:
@@ -359,7 +418,8 @@ def main() -> int:
             console.follow(qemu, start + args.timeout, lambda: monitor.where(monitor_socket, symbols))
             qemu.wait()
     finally:
-        scratch.unlink()
+        for disk in ("scratch.img", "root.qcow2"):
+            (out / disk).unlink(missing_ok=True)
         shutil.rmtree(monitor_socket.parent)
     verdict, results, fatal = console.verdict, console.results, console.fatal
     elapsed = time.monotonic() - start

@@ -67,8 +67,9 @@ def test_plan_comments_and_memory() -> None:
     assert runner.parse_plan(text) == [(1, "a")]
     assert runner.plan_memory(text) == "6G"
     assert runner.plan_memory("[1] a\n") is None
-    assert runner.plan_wants_lean("# guest kernel: lean\n[1] a\n")
-    assert not runner.plan_wants_lean(text)
+    assert runner.plan_guest("# guest kernel: lean\n[1] a\n") == "lean"
+    assert runner.plan_guest("# guest: systemd\n[1] a\n") == "systemd"
+    assert runner.plan_guest(text) is None
 
 
 @pytest.mark.parametrize("plan", sorted((CHECKOUT / "selftests" / "plans").glob("*.plan")),

@@ -1,11 +1,14 @@
 # Runs one stage of a plan inside the guest (chroot into the host's root).
 # Sourced settings come from the runner: /run/out/env. The plan has one
 # shell command per line, one line per kernel. Exit status for init:
-# 0 last stage passed, 10 kexec into the next stage failed, else failure.
+# 0 last stage passed, 10 kexec into the next stage failed, 11 the kexec
+# is under way (systemctl kexec), else failure.
 stage=$1
 . /run/out/env
 export HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 LU_STAGE="$stage"
-export PYTHONPATH="$LU_CHECKOUT/python"
+# The checkout's Python package, unless the guest has one installed
+# (LU_PYTHONPATH set, even empty: the systemd guest's python3-liveupdate).
+export PYTHONPATH="${LU_PYTHONPATH-$LU_CHECKOUT/python}"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Shell builtins only, here and below: each program started costs a
 # fraction of a second on the debug kernel, at every stage.
@@ -75,5 +78,7 @@ echo "LU-STAGE $stage/$stages RESULT $rc $up"
 [ $loaded = yes ] || exit 10
 now
 echo "LU-KEXEC $up"
-kexec -e
+# kexec -e does not return when it works; systemctl kexec (the systemd
+# guest) queues the shutdown that kexecs and returns: 11 says so.
+${LU_KEXEC:-kexec -e} && [ -n "${LU_KEXEC:-}" ] && exit 11
 exit 10

@@ -1,0 +1,144 @@
+"""The systemd guest's stages: liveupdate installed from its Debian packages
+on a Debian root with systemd as PID 1, and systemd's fd store carried
+across real kexecs (``systemctl kexec``) through /dev/liveupdate.
+
+    python3 stages.py N      (N: the plan's kernel, 1 to 3)
+
+Kernel 1: DKMS built the module and the initramfs loaded it before PID 1
+started, the package's agent runs; two enabled services store a memfd
+and a LUO session of their own in their fd stores. Kernel 2: PID 1 gave
+both back at boot, every page intact; then the stores are cleaned. Kernel 3: nothing came back. Prints kselftest's
+"ok"/"not ok" lines and its "# Totals:".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = Path("/run/out")
+UNITS = ("lu-test-memfd.service", "lu-test-session.service")
+PAGES_BYTES = 256 * 4096
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.passed = self.failed = 0
+
+    def __call__(self, what: str, test: Callable[[], object]) -> None:
+        try:
+            result = test()
+            ok, detail = bool(result), result if isinstance(result, str) else ""
+        except Exception as e:  # every failure is reported, then counted
+            ok, detail = False, f"{type(e).__name__}: {e}"
+        number = self.passed + self.failed + 1
+        print(f"{'ok' if ok else 'not ok'} {number} {what}{' # ' + detail if detail else ''}", flush=True)
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+
+    def totals(self) -> int:
+        print(f"# Totals: pass:{self.passed} fail:{self.failed} xfail:0 xpass:0 skip:0 error:0", flush=True)
+        return 0 if self.failed == 0 else 1
+
+
+def run(*cmd: str) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def store_size(unit: str) -> int:
+    return int(run("systemctl", "show", "-P", "NFileDescriptorStore", unit).strip())
+
+
+def service_said(mode: str) -> dict[str, object]:
+    return json.loads((OUT / f"fdstore-{mode}.json").read_text())
+
+
+def status() -> dict[str, object]:
+    return json.loads(run("liveupdate", "status", "--json"))
+
+
+def loaded_before_pid1() -> str | bool:
+    """The module's first kernel line comes before systemd's own first line."""
+    log = run("dmesg").splitlines()
+    module = next(i for i, line in enumerate(log) if "liveupdate" in line)
+    systemd = next(i for i, line in enumerate(log) if "running in system mode" in line)
+    return module < systemd and f"kernel log line {module} < {systemd}"
+
+
+def agent_exposure() -> str | bool:
+    """systemd's own rating of the agent's sandbox ("... 1.3 OK")."""
+    done = subprocess.run(["systemd-analyze", "security", "--no-pager", "liveupdated.service"],
+                          capture_output=True, text=True)
+    line = done.stdout.strip().splitlines()[-1]
+    score = float(line.split("exposure level for liveupdated.service:")[1].split()[0])
+    return score < 3.0 and line
+
+
+def kernel1(check: Checks) -> None:
+    release = os.uname().release
+    check("DKMS installed liveupdate.ko for the running kernel",
+          lambda: run("modinfo", "-n", "liveupdate").strip() == f"/lib/modules/{release}/updates/dkms/liveupdate.ko")
+    check("the initramfs loaded the module before PID 1 started", loaded_before_pid1)
+    check("liveupdate status finds nothing missing", lambda: status()["problems"] == [])
+    # The package enabled the agent, which started on this kho=on boot.
+    check("liveupdated runs, started by systemd from the package's units",
+          lambda: run("systemctl", "is-active", "liveupdated.service").strip() == "active")
+    check("systemd-analyze security rates liveupdated.service below 3.0", agent_exposure)
+    # The services below open /dev/liveupdate themselves, which only one
+    # process may hold: the agent goes (its own test holds it instead).
+    run("systemctl", "disable", "--now", "liveupdated.socket", "liveupdated.service")
+    for unit in UNITS:
+        shutil.copy(HERE / unit, f"/etc/systemd/system/{unit}")
+    run("systemctl", "daemon-reload")
+    run("systemctl", "enable", "--now", *UNITS)
+    check("the memfd service stored its memfd", lambda: service_said("memfd")["stored"] == "memfd")
+    check("the session service stored its session", lambda: service_said("session")["stored"] == "session")
+    for unit in UNITS:
+        check(f"{unit} has one fd in its store", lambda unit=unit: store_size(unit) == 1)
+
+
+def kernel2(check: Checks) -> None:
+    for mode, name in (("memfd", "data"), ("session", "session")):
+        said = service_said(mode)
+        check(f"the {mode} service got its fd back at boot, named {name!r}",
+              lambda said=said, name=name: said.get("passed_names") == [name] or json.dumps(said))
+        check(f"every page of the {mode} service's memfd is intact",
+              lambda said=said: (said.get("size"), said.get("bad_pages")) == (PAGES_BYTES, []) or json.dumps(said))
+    check("the session came back under its own name",
+          lambda: service_said("session").get("name") == "lu-test-service")
+    for unit in UNITS:
+        check(f"{unit}'s store holds its fd again", lambda unit=unit: store_size(unit) == 1)
+    check("this boot is a KHO boot, its sessions taken over",
+          lambda: (status()["kho_boot"], status()["incoming_sessions"]) == (True, 2) or json.dumps(status()))
+    check("the services stop and their stores are cleaned",
+          lambda: run("systemctl", "stop", *UNITS) is not None and run("systemctl", "clean", "--what=fdstore", *UNITS)
+          is not None and [store_size(unit) for unit in UNITS] == [0, 0])
+
+
+def kernel3(check: Checks) -> None:
+    for mode in ("memfd", "session"):
+        check(f"the {mode} service got nothing back, and stored anew",
+              lambda mode=mode: service_said(mode).get("passed_names") == [] or json.dumps(service_said(mode)))
+    check("this boot is a KHO boot; only systemd's own session came over",
+          lambda: (status()["kho_boot"], status()["incoming_sessions"]) == (True, 1) or json.dumps(status()))
+
+
+def main() -> int:
+    check = Checks()
+    {1: kernel1, 2: kernel2, 3: kernel3}[int(sys.argv[1])](check)
+    return check.totals()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
