@@ -35,7 +35,7 @@ import selectors
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,19 @@ STORED_INCOMING = "registry-in"
 
 def stored_name(session: Session) -> str:
     return f"{'in' if session.incoming else 'out'}-{session.name.encode().hex()}"
+
+
+def boot_tag() -> str:
+    """This boot's tag, which every name the agent gives the fd store carries
+    ("NAME@TAG"): what systemd carried across a kexec has another one."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:8]
+
+
+def session_name(hexname: str) -> str | None:
+    try:
+        return bytes.fromhex(hexname).decode()
+    except ValueError:
+        return None
 
 
 def _read_registry(fd: int) -> dict[str, Any]:
@@ -111,6 +124,7 @@ class Agent:
         self.clients: dict[socket.socket, Client] = {}
         self.warned_racy = False
         self.dev = Device()
+        self.boot = boot_tag()
         self.outgoing: dict[str, Held] = {}
         self.incoming: dict[str, Held] = {}
         self.registry: int | None = None  # memfd of the outgoing registry
@@ -147,6 +161,8 @@ class Agent:
 
     def take_over(self) -> int:
         """Retrieve the sessions the previous kernel's agent registered; returns how many."""
+        if self.incoming_registry is not None:  # adopt() took them from the fd store
+            return len(self.incoming)
         if self.dev.get_state().state != abi.State.UPDATED:
             return 0
         try:
@@ -158,32 +174,50 @@ class Agent:
                 log.error("the previous kernel's sessions were taken by an earlier agent, and lost with it")
                 return 0
             raise
+        self._take_incoming(registry, self.dev.retrieve_session)
+        return len(self.incoming)
+
+    def _take_incoming(self, registry: Session, find: Callable[[str], Session]) -> None:
+        """Read the previous agent's registry from its session, and hold every session
+        it names (``find`` gives each by name) for its owner."""
         fd = registry.retrieve(REGISTRY_TOKEN)
         entries = _read_registry(fd)
         for name, entry in entries.items():
             try:
-                session = self.dev.retrieve_session(name)
+                session = find(name)
             except LiveUpdateError as e:
                 log.error("session %r of the registry: %s", name, e)
                 continue
             self.incoming[name] = Held.from_entry(session, entry)
-            daemon.store_fd(stored_name(session), session.fileno())
+            self._store(stored_name(session), session.fileno())
         # The registry itself, for a restart before FINISH (adopt()).
-        daemon.store_fd(STORED_INCOMING, fd)
+        self._store(STORED_INCOMING, fd)
         self.incoming_registry = fd
         registry.close()
         self.finish_at = time.monotonic() + self.policy.finish_after
-        return len(self.incoming)
+
+    def _store(self, name: str, fd: int) -> None:
+        daemon.store_fd(f"{name}@{self.boot}", fd)
+
+    def _unstore(self, name: str) -> None:
+        daemon.unstore_fd(f"{name}@{self.boot}")
 
     # -- a restart: take back what the service manager kept --------------------
 
     def adopt(self, stored: dict[str, list[int]]) -> tuple[int, int]:
         """Take the sessions and registries passed back from the fd store (LISTEN_FDNAMES);
         returns how many outgoing and incoming sessions were adopted."""
-        # One fd per name: a name stored twice is the same file twice.
-        firsts = {}
+        # One fd per name: a name stored twice is the same file twice. What
+        # another boot stored came across the kexec with systemd.
+        firsts: dict[str, int] = {}
+        carried: dict[str, int] = {}
         for fdname, fds in stored.items():
-            firsts[fdname] = fds[0]
+            name, at, boot = fdname.rpartition("@")
+            if not at:  # stored by an agent before 0.5, which did not tag names
+                name, boot = fdname, self.boot
+            (firsts if boot == self.boot else carried)[name] = fds[0]
+            if boot != self.boot:
+                daemon.unstore_fd(fdname)  # kept again under this boot's names, or dropped
             for extra in fds[1:]:
                 os.close(extra)
 
@@ -195,10 +229,7 @@ class Agent:
         self.incoming_registry, incoming = registry(STORED_INCOMING)
         for fdname, fd in firsts.items():
             kind, _, hexname = fdname.partition("-")
-            try:
-                name = bytes.fromhex(hexname).decode()
-            except ValueError:
-                name = ""
+            name = session_name(hexname) or ""
             entries = outgoing if kind == "out" else incoming if kind == "in" else {}
             session = Session(fd, name, kind == "in")
             if kind == "out" and name == REGISTRY_SESSION and self.registry is not None:
@@ -208,13 +239,34 @@ class Agent:
                 (self.incoming if session.incoming else self.outgoing)[name] = held
             else:  # not in its registry: nobody to hand it to
                 log.error("fd store: %r is in no registry; dropped", fdname)
-                daemon.unstore_fd(fdname)
+                self._unstore(fdname)
                 session.close()
         if self.incoming:
             self.finish_at = time.monotonic() + self.policy.finish_after
+        self._take_carried(carried)
         log.info("adopted %d outgoing and %d incoming sessions from the fd store",
                  len(self.outgoing), len(self.incoming))
         return len(self.outgoing), len(self.incoming)
+
+    def _take_carried(self, carried: dict[str, int]) -> None:
+        """What systemd carried across the kexec in the fd store: PID 1 retrieved the
+        previous agent's sessions at boot, so they come as incoming sessions, the
+        registry's own among them (not the registries' memfds: a file preserved in
+        the registry's session cannot be preserved again in systemd's)."""
+        sessions = {}
+        for fdname, fd in carried.items():
+            kind, _, hexname = fdname.partition("-")
+            name = session_name(hexname)
+            if kind == "out" and name:
+                sessions[name] = Session(fd, name, incoming=True)
+            else:  # the registries' memfds, sessions of the kernel before the previous: stale
+                os.close(fd)
+        registry = sessions.pop(REGISTRY_SESSION, None)
+        if registry is not None:
+            self._take_incoming(registry, lambda name: sessions.pop(name, None) or self.dev.retrieve_session(name))
+        for name, session in sessions.items():  # nobody to hand them to
+            log.error("fd store: session %r from the previous kernel is in no registry; dropped", name)
+            session.close()
 
     def _maybe_finish(self) -> None:
         if self.finish_at is None:
@@ -231,11 +283,11 @@ class Agent:
     def _forget_incoming(self) -> None:
         """After FINISH: the incoming sessions are empty; close them."""
         for held in self.incoming.values():
-            daemon.unstore_fd(stored_name(held.session))
+            self._unstore(stored_name(held.session))
             held.session.close()
         self.incoming.clear()
         if self.incoming_registry is not None:
-            daemon.unstore_fd(STORED_INCOMING)
+            self._unstore(STORED_INCOMING)
             os.close(self.incoming_registry)
             self.incoming_registry = None
         self.finish_at = None
@@ -255,8 +307,8 @@ class Agent:
             session.preserve(fd, REGISTRY_TOKEN)
             self.registry = fd
             self.registry_session = session
-            daemon.store_fd(stored_name(session), session.fileno())
-            daemon.store_fd(STORED_REGISTRY, fd)
+            self._store(stored_name(session), session.fileno())
+            self._store(STORED_REGISTRY, fd)
         else:
             os.pwrite(self.registry, raw, 0)
 
@@ -291,7 +343,7 @@ class Agent:
         held.files[token] = size
         self._write_registry()
         if created:  # the registry names it first: adopt() takes only what it names
-            daemon.store_fd(stored_name(held.session), held.session.fileno())
+            self._store(stored_name(held.session), held.session.fileno())
         return {"ok": True}
 
     def _retrieve(self, peer: Peer, msg: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
@@ -381,6 +433,9 @@ class Agent:
             return protocol.error_reply(str(e), e.errno or errno.EIO), []
         except ValueError as e:  # a field the device API refuses: a name, token or dependency
             return protocol.error_reply(str(e), errno.EINVAL), []
+        except Exception as e:  # a defect of ours: this request fails, the agent and what it holds stay
+            log.exception("internal error answering %r from %s", op, peer.describe())
+            return protocol.error_reply(f"internal error: {type(e).__name__}", errno.EIO), []
         finally:
             for fd in fds:
                 os.close(fd)

@@ -44,13 +44,6 @@ class PolicyError(ValueError):
 INSTANCE = "%i"
 
 
-def _glob_regex(pattern: str) -> str:
-    """fnmatch's regular expression for ``pattern``, without its anchors."""
-    regex = fnmatch.translate(pattern)
-    assert regex.startswith("(?s:") and regex.endswith(")\\Z"), regex
-    return regex[len("(?s:"):-len(")\\Z")]
-
-
 @dataclass(frozen=True)
 class Rule:
     pattern: str
@@ -62,9 +55,18 @@ class Rule:
         """The instance (%i) ``session`` gives, "" if the rule has none, None if its name does not match."""
         if INSTANCE not in self.pattern:
             return "" if fnmatch.fnmatchcase(session, self.pattern) else None
+        # The shortest head that matches what comes before %i, then the longest
+        # instance (no "/") whose tail matches what comes after it. Only
+        # fnmatch's public matching: its regular expressions' form changes
+        # between Python versions (3.14 anchors them with \z, not \Z).
         before, after = self.pattern.split(INSTANCE)
-        m = re.fullmatch(f"(?s:{_glob_regex(before)})(?P<i>[^/]+)(?s:{_glob_regex(after)})", session)
-        return m.group("i") if m else None
+        for start in range(len(session)):
+            if not fnmatch.fnmatchcase(session[:start], before):
+                continue
+            for end in range(len(session), start, -1):
+                if "/" not in session[start:end] and fnmatch.fnmatchcase(session[end:], after):
+                    return session[start:end]
+        return None
 
     def allows(self, peer: Peer, instance: str = "") -> bool:
         units = [u.replace(INSTANCE, glob.escape(instance)) for u in self.units]

@@ -105,3 +105,18 @@ def test_shipped_example_policy_parses() -> None:
     assert policy.may_own(Peer(2, 107, 107, "qemu@1.service"), "vm-1")
     assert not policy.may_own(Peer(2, 107, 107, "qemu@2.service"), "vm-1")
     assert policy.claim_grace == 10
+
+
+def test_instances_do_not_depend_on_fnmatchs_regular_expressions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.14's fnmatch.translate() anchors with \\z where 3.11 has \\Z; the agent
+    under Debian sid's Python crashed on the first %i rule it matched (before: the
+    rule took translate()'s output apart and asserted its form). Here translate()
+    gives another form that this Python can compile."""
+    import fnmatch
+
+    real = fnmatch.translate
+    monkeypatch.setattr(fnmatch, "translate", lambda pattern: f"(?:{real(pattern)})")
+    policy = parse_policy(INSTANCES)
+    assert policy.may_own(Peer(1, 107, 107, "qemu@1.service"), "vm-1")
+    assert policy.may_own(Peer(2, 5, 5, "pg@a-b.service"), "db-a-b-7")  # the longest instance
+    assert not policy.may_own(Peer(1, 107, 107, "qemu@a/b.service"), "vm-a/b")

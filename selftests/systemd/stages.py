@@ -2,13 +2,18 @@
 on a Debian root with systemd as PID 1, and systemd's fd store carried
 across real kexecs (``systemctl kexec``) through /dev/liveupdate.
 
-    python3 stages.py N      (N: the plan's kernel, 1 to 3)
+    python3 stages.py fdstore N      (N: the plan's kernel, 1 to 3)
+    python3 stages.py agent N        (1 or 2)
 
 Kernel 1: DKMS built the module and the initramfs loaded it before PID 1
 started, the package's agent runs; two enabled services store a memfd
 and a LUO session of their own in their fd stores. Kernel 2: PID 1 gave
-both back at boot, every page intact; then the stores are cleaned. Kernel 3: nothing came back. Prints kselftest's
-"ok"/"not ok" lines and its "# Totals:".
+both back at boot, every page intact; then the stores are cleaned. Kernel 3: nothing came back.
+
+The agent's plan: a VM-like service hands its memory to liveupdated,
+started by systemd as the package sets it up; after ``systemctl kexec``
+(which stops the agent first) the service takes it back from the agent.
+Prints kselftest's "ok"/"not ok" lines and its "# Totals:".
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ class Checks:
     def __call__(self, what: str, test: Callable[[], object]) -> None:
         try:
             result = test()
-            ok, detail = bool(result), result if isinstance(result, str) else ""
+            if isinstance(result, tuple):  # expect(): the verdict, and what was found
+                ok, detail = result
+            else:
+                ok, detail = bool(result), result if isinstance(result, str) else ""
         except Exception as e:  # every failure is reported, then counted
             ok, detail = False, f"{type(e).__name__}: {e}"
         number = self.passed + self.failed + 1
@@ -47,6 +55,11 @@ class Checks:
     def totals(self) -> int:
         print(f"# Totals: pass:{self.passed} fail:{self.failed} xfail:0 xpass:0 skip:0 error:0", flush=True)
         return 0 if self.failed == 0 else 1
+
+
+def expect(ok: bool, found: object) -> tuple[bool, str]:
+    """A check's verdict, with what was found when it fails."""
+    return ok, "" if ok else (found if isinstance(found, str) else json.dumps(found))
 
 
 def run(*cmd: str) -> str:
@@ -112,15 +125,15 @@ def kernel2(check: Checks) -> None:
     for mode, name in (("memfd", "data"), ("session", "session")):
         said = service_said(mode)
         check(f"the {mode} service got its fd back at boot, named {name!r}",
-              lambda said=said, name=name: said.get("passed_names") == [name] or json.dumps(said))
+              lambda said=said, name=name: expect(said.get("passed_names") == [name], said))
         check(f"every page of the {mode} service's memfd is intact",
-              lambda said=said: (said.get("size"), said.get("bad_pages")) == (PAGES_BYTES, []) or json.dumps(said))
+              lambda said=said: expect((said.get("size"), said.get("bad_pages")) == (PAGES_BYTES, []), said))
     check("the session came back under its own name",
           lambda: service_said("session").get("name") == "lu-test-service")
     for unit in UNITS:
         check(f"{unit}'s store holds its fd again", lambda unit=unit: store_size(unit) == 1)
     check("this boot is a KHO boot, its sessions taken over",
-          lambda: (status()["kho_boot"], status()["incoming_sessions"]) == (True, 2) or json.dumps(status()))
+          lambda: expect((status()["kho_boot"], status()["incoming_sessions"]) == (True, 2), status()))
     check("the services stop and their stores are cleaned",
           lambda: run("systemctl", "stop", *UNITS) is not None and run("systemctl", "clean", "--what=fdstore", *UNITS)
           is not None and [store_size(unit) for unit in UNITS] == [0, 0])
@@ -129,14 +142,48 @@ def kernel2(check: Checks) -> None:
 def kernel3(check: Checks) -> None:
     for mode in ("memfd", "session"):
         check(f"the {mode} service got nothing back, and stored anew",
-              lambda mode=mode: service_said(mode).get("passed_names") == [] or json.dumps(service_said(mode)))
+              lambda mode=mode: expect(service_said(mode).get("passed_names") == [], service_said(mode)))
     check("this boot is a KHO boot; only systemd's own session came over",
-          lambda: (status()["kho_boot"], status()["incoming_sessions"]) == (True, 1) or json.dumps(status()))
+          lambda: expect((status()["kho_boot"], status()["incoming_sessions"]) == (True, 1), status()))
+
+
+def vm_said() -> dict[str, object]:
+    return json.loads((OUT / "vm.json").read_text())
+
+
+def agent_sessions() -> dict[str, dict[str, object]]:
+    return {s["name"]: s for s in json.loads(run("liveupdate", "session", "list", "--json"))["sessions"]}
+
+
+def agent_kernel1(check: Checks) -> None:
+    check("liveupdated runs, started by systemd from the package's units",
+          lambda: run("systemctl", "is-active", "liveupdated.service").strip() == "active")
+    shutil.copy(HERE / "lu-test-vm.service", "/etc/systemd/system/lu-test-vm.service")
+    run("systemctl", "daemon-reload")
+    check("the VM service starts", lambda: run("systemctl", "enable", "--now", "lu-test-vm.service") is not None)
+    check("the VM handed its memory to the agent", lambda: expect(vm_said().get("handed") == "vm-1", vm_said()))
+    check("the agent holds vm-1 for root", lambda: (agent_sessions()["vm-1"]["incoming"],
+                                                     agent_sessions()["vm-1"]["owner"]) == (False, 0))
+
+
+def agent_kernel2(check: Checks) -> None:
+    said = vm_said()
+    check("the VM took its memory back from the agent at boot",
+          lambda: expect(said.get("took_back") == "vm-1", said))
+    check("every page of the VM's memory is intact",
+          lambda: expect((said.get("size"), said.get("bad_pages")) == (1024 * 4096, []), said))
+    said = run("journalctl", "-b", "-o", "cat", "-u", "liveupdated.service")
+    check("liveupdated took vm-1 over from what systemd carried in its fd store",
+          lambda: expect("took over 1 sessions, kept 0" in said, said.splitlines()[-5:]))
 
 
 def main() -> int:
     check = Checks()
-    {1: kernel1, 2: kernel2, 3: kernel3}[int(sys.argv[1])](check)
+    stages = {"fdstore": {1: kernel1, 2: kernel2, 3: kernel3}, "agent": {1: agent_kernel1, 2: agent_kernel2}}
+    stages[sys.argv[1]][int(sys.argv[2])](check)
+    if check.failed:  # what the agent said, for the failure's cause
+        for line in run("journalctl", "-b", "-o", "cat", "-u", "liveupdated.service").splitlines()[-40:]:
+            print(f"# liveupdated: {line}", flush=True)
     return check.totals()
 
 
