@@ -2,7 +2,8 @@
 # DKMS with the liveupdate-dkms package as built by `make deb`, outside
 # the system's DKMS tree: it builds liveupdate.ko for the kernel build
 # tree KDIR (a KHO kernel), with the hand-over formats in its modinfo, and
-# skips a kernel without KHO with its BUILD_EXCLUSIVE refusal (exit 77).
+# skips a kernel without KHO, or with mainline's LUO built in, with its
+# BUILD_EXCLUSIVE refusal (exit 77).
 #   qemu/check-dkms.sh KDIR DEB
 set -uo pipefail
 kdir=${1:?usage: check-dkms.sh KDIR DEB} deb=${2:?usage: check-dkms.sh KDIR DEB}
@@ -27,16 +28,21 @@ else
 	bad "no liveupdate.ko built for $release"
 fi
 
-nokho=$work/nokho
-mkdir -p "$nokho/include/config"
-printf 'CONFIG_KEXEC_FILE=y\n# CONFIG_KEXEC_HANDOVER is not set\n' > "$nokho/.config"
-cp "$nokho/.config" "$nokho/include/config/auto.conf"
-dkms build -k 7.0.0-nokho --kernelsourcedir "$nokho" > "$work/log" 2>&1
-rc=$?
-if [ $rc = 77 ] && grep -q "BUILD_EXCLUSIVE directive which does not match" "$work/log"; then
-	ok "a kernel without KHO is skipped (exit 77)"
-else
-	bad "a kernel without KHO: exit $rc"
-fi
+# Kernels DKMS must skip, each with its BUILD_EXCLUSIVE refusal (exit 77).
+refused() {
+	local name=$1 config=$2 tree=$work/$1 rc
+	mkdir -p "$tree/include/config"
+	printf '%b' "$config" > "$tree/.config"
+	cp "$tree/.config" "$tree/include/config/auto.conf"
+	dkms build -k "7.0.0-$name" --kernelsourcedir "$tree" > "$work/log" 2>&1
+	rc=$?
+	if [ $rc = 77 ] && grep -q "BUILD_EXCLUSIVE directive which does not match" "$work/log"; then
+		ok "a kernel with $name is skipped (exit 77)"
+	else
+		bad "a kernel with $name: exit $rc"
+	fi
+}
+refused no-kho 'CONFIG_KEXEC_FILE=y\n# CONFIG_KEXEC_HANDOVER is not set\n'
+refused mainline-luo 'CONFIG_KEXEC_FILE=y\nCONFIG_KEXEC_HANDOVER=y\nCONFIG_LIVEUPDATE=y\n'
 echo "dkms: $pass passed, $fail failed"
 [ $fail = 0 ]
