@@ -4,6 +4,7 @@
 #   make check   every test: unit tests on the host, then the guest plans
 #   make module  build kernel/liveupdate.ko (KDIR=<your KHO kernel build>)
 #   make bench   the same live updates on our module and on mainline's LUO
+#   make deb     the Debian packages liveupdate-dkms and python3-liveupdate
 #
 # Installs what is missing (Debian/Ubuntu packages, as root), fetches
 # Debian's linux-source-7.2 and builds the guest kernels once into
@@ -213,7 +214,7 @@ systemd-image: deb $(KERNEL_DEBS_FILE)
 		mv $(SYSTEMD_IMAGE_FILE).tmp $(SYSTEMD_IMAGE_FILE)
 
 # The packages as a host takes them: DKMS builds the module for the lean
-# kernel and skips a kernel without KHO.
+# kernel and skips a kernel without KHO or with mainline's LUO.
 packages: deb kernel
 	qemu/check-dkms.sh $$(cat $(KDIR_FILE)) build/liveupdate-dkms_$(DEB_VERSION)_all.deb
 
