@@ -14,7 +14,7 @@ cache=${LIVEUPDATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/liveupdate}
 suite=${DEBIAN_ROOT_SUITE:-sid}
 log() { printf '[debian-root] %s\n' "$*" >&2; }
 
-key=$( { echo "$suite" "$@"; cat "$here/debian-root.sh"; } | sha256sum | cut -c1-12)
+key=$( { echo "$suite" "$@"; cat "$here/debian-root.sh" "$here/root-install.sh"; } | sha256sum | cut -c1-12)
 root=$cache/root/$name-$key
 if [ -f "$root/.built" ]; then
 	log "reusing $root"
@@ -39,14 +39,7 @@ echo "deb $archive $suite main" > "$root/etc/apt/sources.list"
 # Release files it accepts past their date) holds inside too.
 apt-config dump | grep -E '^Acquire::(Check-Valid-Until|Check-Date|https?::Proxy) ' \
 	> "$root/etc/apt/apt.conf.d/00host" || true
-mount -t proc proc "$root/proc"
-trap 'umount "$root/proc"' EXIT
-if ! { chroot "$root" apt-get -q update &&
-       DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get -q -y \
-		--no-install-recommends install "$@"; } >> "$root.log" 2>&1; then
-	tail -n 20 "$root.log" >&2
-	exit 1
-fi
+"$here/root-install.sh" "$root" "$root.log" "$@"
 chroot "$root" apt-get clean
 touch "$root/.built"
 # Only the newest root of a name is kept.

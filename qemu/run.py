@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import monitor
@@ -205,9 +206,9 @@ class Console:
                 self.counts[self.current] = Counts()
                 self.next_stage_due = None
             else:
-                self.results[int(m.group(1))] = rest.split()[0]
+                rc = self.results[int(m.group(1))] = rest.split()[0]
                 self.current = None
-                if rest.split()[0] == "0" and m.group(1) != m.group(2):
+                if rc == "0" and m.group(1) != m.group(2):
                     self.next_stage_due = time.monotonic() + NEXT_STAGE_WITHIN
             word = "started" if what == "BEGIN" else f"exit {rest}"
             print(f"run.py: [{stamp:7.1f} s] stage {stage} {word}", flush=True)
@@ -283,13 +284,16 @@ class Console:
                     return
 
 
+@dataclass
 class Guest:
-    """What differs between kinds of guest: its boot files, disks and environment."""
+    """What differs between kinds of guest: its boot files, disks and stage.sh's settings."""
 
-    def __init__(self, kernel: Path, initrd: Path, append: str, env: dict[str, str],
-                 devices: list[str], symbols: Path) -> None:
-        self.kernel, self.initrd, self.append, self.env = kernel, initrd, append, env
-        self.devices, self.symbols = devices, symbols
+    kernel: Path
+    initrd: Path
+    append: str
+    env: dict[str, str]
+    devices: list[str]
+    symbols: Path
 
 
 def busybox_guest(args: argparse.Namespace, out: Path) -> Guest:
@@ -302,13 +306,10 @@ def busybox_guest(args: argparse.Namespace, out: Path) -> Guest:
     python_image = pyimage.build(args.python)
     append = f"{BASE_APPEND} {args.append}".strip()
     env = {
-        "LU_CHECKOUT": GUEST_CHECKOUT,
         "LU_KERNEL": guest_path(args.kernel),
         "LU_INITRD": "/run/out/initrd.cpio.gz",
-        "LU_APPEND": append,
         "LU_MODULE": guest_path(args.module) if args.module else "",
         "LU_PYTHON": args.python,
-        "LU_OUT": "/run/out",
     }
     devices = [
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
@@ -334,15 +335,12 @@ def systemd_guest(args: argparse.Namespace, out: Path) -> Guest:
                     "-b", str((image / "root.img").resolve()), str(overlay)], check=True)
     append = f"{BASE_APPEND} root=/dev/vda rw {args.append}".strip()
     env = {
-        "LU_CHECKOUT": GUEST_CHECKOUT,
         "LU_KERNEL": f"/boot/vmlinuz-{release}",
         "LU_INITRD": f"/boot/initrd.img-{release}",
-        "LU_APPEND": append,
         "LU_MODULE": "",  # the initramfs loads the module DKMS built
         "LU_PYTHON": "/usr/bin/python3",
         "LU_PYTHONPATH": "",  # python3-liveupdate as installed, not the checkout's
         "LU_KEXEC": "systemctl kexec",
-        "LU_OUT": "/run/out",
     }
     devices = [
         "-drive", f"file={overlay},format=qcow2,if=none,id=root,cache=unsafe",
@@ -389,7 +387,8 @@ def main() -> int:
     shutil.copy(HERE / "guest" / "stage.sh", out / "stage.sh")
     (out / "plan").write_text("\n".join(plan) + "\n")
     guest = systemd_guest(args, out) if kind == "systemd" else busybox_guest(args, out)
-    (out / "env").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in guest.env.items()))
+    env = {"LU_CHECKOUT": GUEST_CHECKOUT, "LU_OUT": "/run/out", "LU_APPEND": guest.append, **guest.env}
+    (out / "env").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     # A short path: a Unix socket's path is limited to 107 bytes.
     monitor_socket = Path(tempfile.mkdtemp(prefix="lu-monitor-")) / "sock"
 

@@ -19,7 +19,7 @@ base=$("$here/debian-root.sh" systemd-guest systemd systemd-sysv udev kmod kexec
 	initramfs-tools dkms gcc make libc6-dev python3 python3-pyroute2 python3-ruamel.yaml \
 	procps e2fsprogs dbus)
 debs=("$kdebs"/linux-image-*.deb "$kdebs"/linux-headers-*.deb "$@")
-key=$( { echo "$base"; sha256sum "${debs[@]}" | cut -d' ' -f1; cat "$here/systemd-image.sh"; } |
+key=$( { echo "$base"; sha256sum "${debs[@]}" | cut -d' ' -f1; cat "$here/systemd-image.sh" "$here/root-install.sh"; } |
 	sha256sum | cut -c1-12)
 out=$cache/systemd-image-$key
 if [ -f "$out/.built" ]; then
@@ -37,19 +37,11 @@ mkdir -p "$root/tmp/debs"
 cp "${debs[@]}" "$root/tmp/debs/"
 # The guest kernel decompresses gzip only.
 sed -i 's/^COMPRESS=.*/COMPRESS=gzip/' "$root/etc/initramfs-tools/initramfs.conf"
-mount -t proc proc "$root/proc"
-trap 'umount "$root/proc" 2>/dev/null || true' EXIT
 log "installing $(cd "$root/tmp/debs" && echo *.deb) (log: $out/install.log)"
 # libelf: the headers package bindeb-pkg makes runs objtool, and does not
 # depend on it as Debian's own headers packages do.
-if ! DEBIAN_FRONTEND=noninteractive chroot "$root" sh -c \
-		'apt-get -q -y --no-install-recommends install libelf1t64 /tmp/debs/*.deb' \
-		> "$out/install.log" 2>&1; then
-	tail -n 30 "$out/install.log" >&2
-	exit 1
-fi
-umount "$root/proc"
-trap - EXIT
+"$here/root-install.sh" "$root" "$out/install.log" libelf1t64 \
+	$(cd "$root" && printf '/%s ' tmp/debs/*.deb)
 release=$(basename "$root"/lib/modules/*)
 [ -f "$root/boot/initrd.img-$release" ] || { log "no initramfs for $release"; exit 1; }
 find "$root/lib/modules/$release" -name 'liveupdate.ko*' | grep -q . ||

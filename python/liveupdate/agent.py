@@ -213,10 +213,12 @@ class Agent:
         carried: dict[str, int] = {}
         for fdname, fds in stored.items():
             name, at, boot = fdname.rpartition("@")
-            if not at:  # stored by an agent before 0.5, which did not tag names
+            if not at:  # stored by an agent that did not tag names (0.4.0 before this boot)
                 name, boot = fdname, self.boot
-            (firsts if boot == self.boot else carried)[name] = fds[0]
-            if boot != self.boot:
+            if boot == self.boot:
+                firsts[name] = fds[0]
+            else:
+                carried[name] = fds[0]
                 daemon.unstore_fd(fdname)  # kept again under this boot's names, or dropped
             for extra in fds[1:]:
                 os.close(extra)
