@@ -86,3 +86,13 @@ def verify(fd: int, file_id: int, offset: int, size: int, generation: int | dict
             if want != have:
                 raise AssertionError(f"file {file_id} page {first + i}: expected {describe(want)}, "
                                      f"found {describe(have) if len(have) == PAGE else f'{len(have)} bytes'}")
+
+
+def damage(fd: int, file_id: int, offset: int, size: int) -> str | None:
+    """What verify() finds wrong with [offset, offset + size) of ``fd``, or None
+    (for a process that reports rather than asserts: a service of the systemd guest)."""
+    try:
+        verify(fd, file_id, offset, size)
+    except AssertionError as e:
+        return str(e)
+    return None

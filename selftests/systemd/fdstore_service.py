@@ -16,37 +16,32 @@ import json
 import os
 import signal
 import sys
-import zlib
+from pathlib import Path
 
 from liveupdate import Device, daemon
 from liveupdate.device import Session
 
-PAGES = 256
-PAGE = 4096
+# The tests' stamped pages (file, page index, generation, CRC32 in every page).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pytest"))
+import stamps
+
+SIZE = 256 * stamps.PAGE
+FILE_IDS = {"memfd": 1, "session": 2}
 SESSION = "lu-test-service"
 TOKEN = 7
 
 
-def page(mode: str, index: int) -> bytes:
-    head = f"{mode} page {index} of {PAGES}\n".encode()
-    return (head * (PAGE // len(head) + 1))[:PAGE]
-
-
 def stamped_memfd(mode: str) -> int:
     fd = os.memfd_create(f"lu-test-{mode}")
-    os.write(fd, b"".join(page(mode, i) for i in range(PAGES)))
+    stamps.write(fd, FILE_IDS[mode], 0, SIZE)
     return fd
-
-
-def bad_pages(mode: str, fd: int) -> list[int]:
-    return [i for i in range(PAGES) if os.pread(fd, PAGE, i * PAGE) != page(mode, i)]
 
 
 def store(mode: str) -> dict[str, object]:
     data = stamped_memfd(mode)
     if mode == "memfd":
         daemon.store_fd("data", data)
-        return {"stored": "memfd", "crc": zlib.crc32(b"".join(page(mode, i) for i in range(PAGES)))}
+        return {"stored": "memfd"}
     with Device() as dev:  # /dev/liveupdate is closed again at once: others need it
         session = dev.create_session(SESSION)
     session.preserve(data, TOKEN)
@@ -57,12 +52,12 @@ def store(mode: str) -> dict[str, object]:
 def check(mode: str, passed: dict[str, list[int]]) -> dict[str, object]:
     if mode == "memfd":
         (fd,) = passed["data"]
-        return {"checked": "memfd", "size": os.fstat(fd).st_size, "bad_pages": bad_pages(mode, fd)}
+        return {"checked": "memfd", "size": os.fstat(fd).st_size, "damage": stamps.damage(fd, FILE_IDS[mode], 0, SIZE)}
     (fd,) = passed["session"]
     session = Session(fd, SESSION, incoming=True)
     data = session.retrieve(TOKEN)
     result = {"checked": "session", "name": session.get_name(), "size": os.fstat(data).st_size,
-              "bad_pages": bad_pages(mode, data)}
+              "damage": stamps.damage(data, FILE_IDS[mode], 0, SIZE)}
     session.finish()
     return result
 

@@ -15,17 +15,17 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import liveupdate
 from liveupdate import LiveUpdateError, daemon
 
+# The tests' stamped pages (file, page index, generation, CRC32 in every page).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pytest"))
+import stamps
+
 SESSION, TOKEN = "vm-1", 1
-PAGES, PAGE = 1024, 4096
-
-
-def page(index: int) -> bytes:
-    head = f"guest memory page {index} of {PAGES}\n".encode()
-    return (head * (PAGE // len(head) + 1))[:PAGE]
+FILE_ID, SIZE = 3, 1024 * stamps.PAGE
 
 
 def main() -> int:
@@ -36,12 +36,12 @@ def main() -> int:
             if e.errno != errno.ENOENT:
                 raise
             fd = os.memfd_create("guest-ram")
-            os.write(fd, b"".join(page(i) for i in range(PAGES)))
+            stamps.write(fd, FILE_ID, 0, SIZE)
             agent.preserve(SESSION, fd, token=TOKEN)
-            result: dict[str, object] = {"handed": SESSION, "size": PAGES * PAGE}
+            result: dict[str, object] = {"handed": SESSION, "size": SIZE}
         else:
-            bad = [i for i in range(PAGES) if os.pread(fd, PAGE, i * PAGE) != page(i)]
-            result = {"took_back": SESSION, "size": os.fstat(fd).st_size, "bad_pages": bad}
+            result = {"took_back": SESSION, "size": os.fstat(fd).st_size,
+                      "damage": stamps.damage(fd, FILE_ID, 0, SIZE)}
     with open("/run/out/vm.json", "w") as out:
         json.dump(result, out)
     print(f"LU-SERVICE vm: {json.dumps(result)}", flush=True)
