@@ -211,6 +211,82 @@ void *lu_file_data_alloc(struct lu_file *lf, size_t size)
 EXPORT_SYMBOL_GPL(lu_file_data_alloc);
 
 /**
+ * lu_file_preserve_file - preserve @file in an outgoing session
+ * @session: the session
+ * @file:    the file; the session takes a reference on success
+ * @handler: its handler, with a reference the session keeps on success
+ * @token:   the caller's key
+ * @deps:    tokens of the session's files this one depends on
+ * @nr_deps: entries in @deps
+ *
+ * Everything is reserved before the handler runs, and the file is
+ * published in the session last, so a failure leaves no trace (the
+ * handler reference stays the caller's). A file preserved while PREPARED
+ * is prepared at once.
+ *
+ * Return: 0, -EEXIST for a token in use, -EBUSY for a file carried
+ * already, -EINVAL for a bad dependency list, or the handler's error.
+ */
+int lu_file_preserve_file(struct lu_session *session, struct file *file,
+			  struct lu_file_handler *handler, u64 token,
+			  const u64 *deps, unsigned int nr_deps)
+{
+	unsigned long key;
+	struct lu_file *lf;
+	int err;
+
+	lockdep_assert_held(&lu.lock);
+	if (lu_file_find(session, token))
+		return -EEXIST;
+	err = lu_file_check_deps(token, deps, nr_deps);
+	if (err)
+		return err;
+	err = lu_kho_reserve(0, 1, nr_deps, 0, 0);
+	if (err)
+		return err;
+	lf = lu_file_new(session, token, handler->compatible, deps, nr_deps);
+	if (!lf)
+		return -ENOMEM;
+	lf->file = file;
+	lf->state = LU_FILE_PRESERVED;
+	key = lu_busy_key(handler, file);
+	err = xa_reserve(&session->tokens, token, GFP_KERNEL);
+	if (err)
+		goto err_destroy;
+	err = xa_insert(&lu.busy_files, key, lf, GFP_KERNEL);
+	if (err)
+		goto err_token;
+	lf->handler = handler;
+	err = handler->preserve(lf);
+	if (err)
+		goto err_busy;
+	if (lu.state == LIVEUPDATE_STATE_PREPARED) {
+		err = lu_file_prepare(lf);
+		if (err)
+			goto err_unpreserve;
+	}
+
+	get_file(file);
+	/* The slot is reserved: storing cannot fail. */
+	xa_store(&session->tokens, token, lf, GFP_KERNEL);
+	lu_file_publish(lf);
+	lu.nr_out_files++;
+	lu.nr_out_deps += nr_deps;
+	return 0;
+
+err_unpreserve:
+	handler->unpreserve(lf);
+err_busy:
+	lf->handler = NULL;
+	xa_erase(&lu.busy_files, key);
+err_token:
+	xa_release(&session->tokens, token);
+err_destroy:
+	lu_file_destroy(lf);
+	return err;
+}
+
+/**
  * lu_file_preserve - preserve the file behind @fd in an outgoing session
  * @session: the session
  * @fd:      the caller's fd
@@ -220,9 +296,8 @@ EXPORT_SYMBOL_GPL(lu_file_data_alloc);
  *
  * Checks in mainline's order: token in use EEXIST, table space, bad fd
  * EBADF, no handler ENOENT, file carried already EBUSY, then the
- * handler's own errors. A bad dependency list is EINVAL. Everything is
- * reserved before the handler runs, and the file is published in the
- * session last, so a failure leaves no trace.
+ * handler's own errors (lu_file_preserve_file()). A bad dependency list
+ * is EINVAL.
  *
  * Return: 0 or a negative errno, as above.
  */
@@ -230,8 +305,6 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 		     const u64 *deps, unsigned int nr_deps)
 {
 	struct lu_file_handler *handler;
-	unsigned long key;
-	struct lu_file *lf;
 	int err;
 
 	lockdep_assert_held(&lu.lock);
@@ -250,46 +323,10 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 	handler = lu_handler_for_file(file);
 	if (!handler)
 		return -ENOENT;
-	lf = lu_file_new(session, token, handler->compatible, deps, nr_deps);
-	if (!lf) {
+	err = lu_file_preserve_file(session, file, handler, token, deps,
+				    nr_deps);
+	if (err)
 		lu_handler_put(handler);
-		return -ENOMEM;
-	}
-	lf->handler = handler;
-	lf->file = file;
-	lf->state = LU_FILE_PRESERVED;
-	key = lu_busy_key(handler, file);
-	err = xa_reserve(&session->tokens, token, GFP_KERNEL);
-	if (err)
-		goto err_destroy;
-	err = xa_insert(&lu.busy_files, key, lf, GFP_KERNEL);
-	if (err)
-		goto err_token;
-	err = handler->preserve(lf);
-	if (err)
-		goto err_busy;
-	if (lu.state == LIVEUPDATE_STATE_PREPARED) {
-		err = lu_file_prepare(lf);
-		if (err)
-			goto err_unpreserve;
-	}
-
-	retain_and_null_ptr(file);
-	/* The slot is reserved: storing cannot fail. */
-	xa_store(&session->tokens, token, lf, GFP_KERNEL);
-	lu_file_publish(lf);
-	lu.nr_out_files++;
-	lu.nr_out_deps += nr_deps;
-	return 0;
-
-err_unpreserve:
-	handler->unpreserve(lf);
-err_busy:
-	xa_erase(&lu.busy_files, key);
-err_token:
-	xa_release(&session->tokens, token);
-err_destroy:
-	lu_file_destroy(lf);
 	return err;
 }
 

@@ -54,6 +54,16 @@
  *   lu_ser_folio, sorted by index. Each folio is preserved with
  *   kho_preserve_folio(). Indices without an entry are holes.
  *
+ * liveupdatefs (lu_fs.c): an instance is a session whose file of token
+ *   LU_FS_TREE_TOKEN ("lufs-tree-v1") holds the tree: its data is struct
+ *   lu_ser_fs_tree, naming a kho_preserve_vmalloc() area of @nr_nodes
+ *   struct lu_ser_fs_node, then @names_bytes of names and symlink
+ *   targets. Node 0 is the root directory; every other node comes after
+ *   its parent directory, and names one directory entry: a regular file
+ *   linked twice has two nodes of one @ino. Each regular file's data is
+ *   the session's file of token @ino ("lufs-file-v1", the memfd format
+ *   above), which depends on the tree.
+ *
  * Versioning: a change to any structure here bumps LU_KHO_VERSION. A
  * kernel that reads an unknown version, a bad magic or an inconsistent
  * table takes nothing over, says so once in the log, and still loads.
@@ -206,6 +216,68 @@ struct lu_ser_memfd {
 struct lu_ser_folio {
 	__u64 index;
 	__u64 pfn_order;
+};
+
+#define LU_FS_TREE_COMPATIBLE	"lufs-tree-v1"
+#define LU_FS_FILE_COMPATIBLE	"lufs-file-v1"
+/* The tree's token; a regular file's token is its inode number. */
+#define LU_FS_TREE_TOKEN	(~0ULL)
+
+/**
+ * struct lu_ser_fs_tree - an instance's tree (its tree file's data)
+ * @nr_nodes:    entries at the start of @area
+ * @names_bytes: bytes of names and symlink targets after them
+ * @area_crc:    CRC32 of those nodes and names
+ * @list_crc:    CRC32 of the area's page list (as struct lu_ser_root's)
+ * @area:        the nodes, then the names
+ */
+struct lu_ser_fs_tree {
+	__u64 nr_nodes;
+	__u64 names_bytes;
+	__u32 area_crc;
+	__u32 list_crc;
+	struct kho_vmalloc area;
+};
+
+/**
+ * struct lu_ser_fs_node - one directory entry and its inode
+ * @ino:        the inode's number (a regular file's token)
+ * @parent:     index of the node of the directory that holds the entry
+ *              (the root: 0)
+ * @mode:       type and permissions
+ * @uid:        owner, in the initial user namespace
+ * @gid:        group, in the initial user namespace
+ * @rdev:       device number of a device node (new_encode_dev())
+ * @name_len:   bytes of the name (the root: 0)
+ * @name_off:   where the name starts after the nodes; a symlink's target
+ *              follows it, @size bytes
+ * @size:       a symlink's target length; else 0 (a file's size is in its
+ *              own data)
+ * @atime_sec:  access time
+ * @mtime_sec:  modification time
+ * @ctime_sec:  change time
+ * @atime_nsec: nanoseconds of @atime_sec
+ * @mtime_nsec: nanoseconds of @mtime_sec
+ * @ctime_nsec: nanoseconds of @ctime_sec
+ * @reserved:   zero
+ */
+struct lu_ser_fs_node {
+	__u64 ino;
+	__u32 parent;
+	__u32 mode;
+	__u32 uid;
+	__u32 gid;
+	__u32 rdev;
+	__u32 name_len;
+	__u64 name_off;
+	__u64 size;
+	__s64 atime_sec;
+	__s64 mtime_sec;
+	__s64 ctime_sec;
+	__u32 atime_nsec;
+	__u32 mtime_nsec;
+	__u32 ctime_nsec;
+	__u32 reserved;
 };
 
 #endif /* _LU_FORMAT_H */

@@ -21,7 +21,12 @@
  * lu_handlers_lock (lu_participant.c) protects the handler registry and
  * is taken last, under either lock.
  *
- * Order, outermost first: lu.lock; a session's lock; a preserved file's
+ * liveupdatefs (lu_fs.c) takes lufs_lock, then a superblock's s_umount,
+ * then lu.lock: killing an instance's superblock frees its session under
+ * s_umount, so nothing waits for an s_umount while it holds lu.lock.
+ *
+ * Order, outermost first: lufs_lock; an instance's s_umount; lu.lock; a
+ * session's lock; a preserved file's
  * inode lock (the memfd handler); a folio's lock; lu_handlers_lock; then
  * KHO's and the xarrays' own locks (lu.busy_files is changed under its
  * xarray lock alone, so a retrieve and a preserve cannot both take a
@@ -46,6 +51,8 @@
 #include <linux/mutex.h>
 #include <linux/types.h>
 #include <linux/xarray.h>
+
+struct lufs_instance;
 
 #include <liveupdate/participant.h>
 
@@ -102,6 +109,8 @@ enum lu_session_state {
  * @nr_files:  entries in @files
  * @walk_gen:  generation of the last dependency walk (lu_file.c)
  * @lock:      an incoming session's files, once its fd is out (DOC: locking)
+ * @fs:        a liveupdatefs instance's session: the instance (lu_fs.c);
+ *             such a session has no fd, its instance holds it
  */
 struct lu_session {
 	struct list_head node;
@@ -113,6 +122,7 @@ struct lu_session {
 	unsigned int nr_files;
 	unsigned int walk_gen;
 	struct mutex lock;
+	struct lufs_instance *fs;
 };
 
 /**
@@ -224,6 +234,9 @@ static inline bool lu_session_incoming(const struct lu_session *session)
 void lu_session_set_state(struct lu_session *session,
 			  enum lu_session_state state);
 int lu_session_create(const char *name, struct file **filep);
+int lu_session_create_fs(const char *name, struct lufs_instance *fs,
+			 struct lu_session **sessionp);
+struct lu_session *lu_session_find_incoming(const char *name);
 int lu_session_retrieve(const char *name, struct file **filep);
 int lu_session_add_incoming(const char *name, struct lu_session **sessionp);
 void lu_session_discard_incoming(void);
@@ -237,6 +250,9 @@ int lu_session_drop_incoming(struct lu_session *session,
 /* lu_file.c */
 int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 		     const u64 *deps, unsigned int nr_deps);
+int lu_file_preserve_file(struct lu_session *session, struct file *file,
+			  struct lu_file_handler *handler, u64 token,
+			  const u64 *deps, unsigned int nr_deps);
 int lu_file_order(struct lu_session *session, u64 *bad_token);
 void lu_file_unpreserve_all(struct lu_session *session);
 int lu_file_retrieve(struct lu_session *session, u64 token,
@@ -265,7 +281,17 @@ void lu_subsystems_release_incoming(void);
 
 /* lu_memfd.c */
 extern struct lu_file_handler lu_memfd_handler;
+extern struct lu_file_handler lu_fs_file_handler;
 void lu_memfd_exit(void);
+
+/* lu_fs.c: liveupdatefs */
+struct lufs_instance;
+extern struct lu_file_handler lu_fs_tree_handler;
+int lufs_init(void);
+void lufs_exit(void);
+int lufs_collect(struct lu_session *session);
+void lufs_release(struct lu_session *session);
+struct file *lufs_restored_file(struct lu_file *lf);
 
 /* lu_kho.c */
 u32 lu_crc(const void *p, size_t len, u32 crc);

@@ -263,9 +263,15 @@ static int __init lu_init(void)
 	err = lu_register_file_handler(&lu_memfd_handler);
 	if (err)
 		return err;
-	err = lu_kho_init();
+	err = lu_register_file_handler(&lu_fs_file_handler);
 	if (err)
 		goto err_handler;
+	err = lu_register_file_handler(&lu_fs_tree_handler);
+	if (err)
+		goto err_fs_file;
+	err = lu_kho_init();
+	if (err)
+		goto err_fs_tree;
 	err = lu_kho_load_incoming();
 	if (err)
 		goto err_kho;
@@ -275,6 +281,9 @@ static int __init lu_init(void)
 	err = misc_register(&lu_miscdev);
 	if (err)
 		goto err_notifier;
+	err = lufs_init();
+	if (err)
+		goto err_misc;
 	/* Nothing can fail from here: take the sessions over, then publish. */
 	lu_kho_commit_incoming();
 	scoped_guard(mutex, &lu.lock)
@@ -282,12 +291,18 @@ static int __init lu_init(void)
 	lu_debug_init();
 	return 0;
 
+err_misc:
+	misc_deregister(&lu_miscdev);
 err_notifier:
 	unregister_reboot_notifier(&lu_reboot_nb);
 err_incoming:
 	lu_kho_abort_incoming();
 err_kho:
 	lu_kho_exit();
+err_fs_tree:
+	lu_unregister_file_handler(&lu_fs_tree_handler);
+err_fs_file:
+	lu_unregister_file_handler(&lu_fs_file_handler);
 err_handler:
 	lu_unregister_file_handler(&lu_memfd_handler);
 	return err;
@@ -302,12 +317,15 @@ err_handler:
 static void __exit lu_exit(void)
 {
 	lu_debug_exit();
+	lufs_exit();
 	scoped_guard(mutex, &lu.lock)
 		lu.dev = NULL;
 	misc_deregister(&lu_miscdev);
 	unregister_reboot_notifier(&lu_reboot_nb);
 	lu_discard_incoming();
 	lu_kho_exit();
+	lu_unregister_file_handler(&lu_fs_tree_handler);
+	lu_unregister_file_handler(&lu_fs_file_handler);
 	lu_unregister_file_handler(&lu_memfd_handler);
 	lu_memfd_exit();
 }

@@ -1236,7 +1236,14 @@ static int lu_memfd_restore_all(struct lu_memfd *m)
 	return job.err;
 }
 
-static int lu_memfd_retrieve(struct lu_file *lf)
+/*
+ * Restores @lf's folios into the file @new_file makes (empty, size 0),
+ * then its size, seals and position. Return: 0, -EIO for damaged data,
+ * or a transient error after which the next call resumes.
+ */
+static int lu_memfd_fill(struct lu_file *lf,
+			 struct file *(*new_file)(struct lu_file *lf,
+						  const struct lu_memfd *m))
 {
 	struct lu_memfd *m;
 	int err;
@@ -1246,7 +1253,7 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 		return err;
 	m = lf->priv;
 	if (!m->file) {
-		m->file = lu_memfd_new_file(m);
+		m->file = new_file(lf, m);
 		if (IS_ERR(m->file)) {
 			err = PTR_ERR(m->file);
 			m->file = NULL;
@@ -1269,6 +1276,35 @@ static int lu_memfd_retrieve(struct lu_file *lf)
 	lu_memfd_free_incoming(m);
 	lf->priv = NULL;
 	return 0;
+}
+
+static struct file *lu_memfd_new_memfd(struct lu_file *lf,
+				       const struct lu_memfd *m)
+{
+	return lu_memfd_new_file(m);
+}
+
+static int lu_memfd_retrieve(struct lu_file *lf)
+{
+	return lu_memfd_fill(lf, lu_memfd_new_memfd);
+}
+
+/* The file's inode in its restored liveupdatefs instance (lu_fs.c). */
+static struct file *lu_fs_file_target(struct lu_file *lf,
+				      const struct lu_memfd *m)
+{
+	struct file *file = lufs_restored_file(lf);
+
+	if (!IS_ERR(file) && i_size_read(file_inode(file))) {
+		fput(file);
+		return ERR_PTR(-EEXIST);
+	}
+	return file;
+}
+
+static int lu_fs_file_retrieve(struct lu_file *lf)
+{
+	return lu_memfd_fill(lf, lu_fs_file_target);
 }
 
 /*
@@ -1401,5 +1437,28 @@ struct lu_file_handler lu_memfd_handler = {
 	.cancel = lu_memfd_cancel,
 	.freeze = lu_memfd_freeze,
 	.retrieve = lu_memfd_retrieve,
+	.finish = lu_memfd_finish,
+};
+
+static bool lu_fs_file_can_preserve(struct file *file)
+{
+	return false;
+}
+
+/*
+ * A regular file of a liveupdatefs instance: a memfd's data, restored
+ * into the file of the same token in the restored instance. Preserved by
+ * lu_fs.c at PREPARE, never by fd.
+ */
+struct lu_file_handler lu_fs_file_handler = {
+	.compatible = LU_FS_FILE_COMPATIBLE,
+	.can_preserve = lu_fs_file_can_preserve,
+	.get_id = lu_memfd_get_id,
+	.preserve = lu_memfd_preserve,
+	.unpreserve = lu_memfd_unpreserve,
+	.prepare = lu_memfd_prepare,
+	.cancel = lu_memfd_cancel,
+	.freeze = lu_memfd_freeze,
+	.retrieve = lu_fs_file_retrieve,
 	.finish = lu_memfd_finish,
 };

@@ -14,6 +14,9 @@
  * whose fds were closed meanwhile. So a frozen set cannot shrink behind
  * the orchestrator's back, e.g. when a shutdown kills the holders.
  *
+ * A liveupdatefs instance's session has no fd: its instance holds it,
+ * and the last unmount in NORMAL frees it (lu_fs.c).
+ *
  * Incoming sessions come from the previous kernel and wait, without an
  * fd, until userspace retrieves them by name. Closing a retrieved
  * session's fd finishes it: files not retrieved are freed, retrieved
@@ -377,6 +380,56 @@ int lu_session_create(const char *name, struct file **filep)
 	lu.nr_out_sessions++;
 	*filep = file;
 	return 0;
+}
+
+/**
+ * lu_session_create_fs - create the outgoing session of a liveupdatefs
+ * instance
+ * @name:     a valid name
+ * @fs:       the instance, which holds the session instead of an fd
+ * @sessionp: the new session
+ *
+ * Return: 0, -EBUSY once frozen, -EEXIST for a name in use, or -ENOMEM.
+ */
+int lu_session_create_fs(const char *name, struct lufs_instance *fs,
+			 struct lu_session **sessionp)
+{
+	struct lu_session *session;
+	int err;
+
+	lockdep_assert_held(&lu.lock);
+	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
+		return -EBUSY;
+	if (lu_session_find(lu_outgoing_names, name))
+		return -EEXIST;
+	err = lu_kho_reserve(1, 0, 0, 0, 0);
+	if (err)
+		return err;
+	session = kzalloc_obj(*session, GFP_KERNEL);
+	if (!session)
+		return -ENOMEM;
+	strscpy(session->name, name, sizeof(session->name));
+	session->state = LU_SESSION_OPEN;
+	session->fs = fs;
+	INIT_LIST_HEAD(&session->files);
+	xa_init(&session->tokens);
+	mutex_init(&session->lock);
+	lu_session_link(session, &lu.outgoing);
+	lu.nr_out_sessions++;
+	*sessionp = session;
+	return 0;
+}
+
+/**
+ * lu_session_find_incoming - an incoming session by name
+ * @name: the name
+ *
+ * Return: the session, or NULL.
+ */
+struct lu_session *lu_session_find_incoming(const char *name)
+{
+	lockdep_assert_held(&lu.lock);
+	return lu_session_find(lu_incoming_names, name);
 }
 
 /**

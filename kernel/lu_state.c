@@ -146,6 +146,31 @@ static int lu_event_step(struct liveupdate_set_event *arg,
 	return err;
 }
 
+/* liveupdatefs instances: their files are the tree's files of the moment. */
+static int lu_collect_instances(struct liveupdate_set_event *arg)
+{
+	struct lu_session *session;
+	int err;
+
+	list_for_each_entry(session, &lu.outgoing, node) {
+		if (!session->fs)
+			continue;
+		err = lufs_collect(session);
+		if (err)
+			return lu_event_failed(arg, session->name, 0, err);
+	}
+	return 0;
+}
+
+static void lu_release_instances(void)
+{
+	struct lu_session *session;
+
+	list_for_each_entry(session, &lu.outgoing, node)
+		if (session->fs)
+			lufs_release(session);
+}
+
 static int lu_event_prepare(struct liveupdate_set_event *arg)
 {
 	ktime_t start = ktime_get();
@@ -153,10 +178,14 @@ static int lu_event_prepare(struct liveupdate_set_event *arg)
 
 	if (lu.state != LIVEUPDATE_STATE_NORMAL)
 		return -EBUSY;
-	err = lu_event_step(arg, lu_file_prepare_all, lu_file_cancel_all,
-			    lu_subsystems_prepare);
-	if (err)
+	err = lu_collect_instances(arg);
+	if (!err)
+		err = lu_event_step(arg, lu_file_prepare_all,
+				    lu_file_cancel_all, lu_subsystems_prepare);
+	if (err) {
+		lu_release_instances();
 		return err;
+	}
 	__module_get(THIS_MODULE);
 	lu_state_set(LIVEUPDATE_STATE_PREPARED, LIVEUPDATE_EVENT_PREPARE);
 	lu_info("prepared %u sessions, %u files, %llu bytes in %lld ms\n",
@@ -193,6 +222,8 @@ static int lu_event_cancel(struct liveupdate_set_event *arg)
 	lu_subsystems_cancel();
 	list_for_each_entry_safe_reverse(session, next, &lu.outgoing, node) {
 		lu_file_cancel_all(session);
+		if (session->fs)
+			lufs_release(session);
 		if (session->state == LU_SESSION_HELD)
 			lu_session_free(session);
 	}
@@ -297,7 +328,9 @@ void lu_state_kexec(void)
 	list_for_each_entry(session, &lu.outgoing, node) {
 		/* Frozen files first: carry what changed since FREEZE. */
 		lu_file_refreeze_all(session);
-		err = lu_file_order(session, &token);
+		err = session->fs ? lufs_collect(session) : 0;
+		if (!err)
+			err = lu_file_order(session, &token);
 		if (!err)
 			err = lu_file_prepare_all(session, &token);
 		if (!err)

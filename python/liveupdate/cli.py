@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import __version__, abi, daemon, protocol, system
+from . import __version__, abi, daemon, fs, protocol, system
 from .client import AgentClient
 from .device import Device, DeviceState
 from .errors import LiveUpdateError
@@ -249,6 +249,31 @@ def cmd_session_retrieve(args: argparse.Namespace, out: Output) -> int:
         os.close(fd)
 
 
+def _mount_options(text: str) -> dict[str, str]:
+    """``size=1g,mode=0700`` as a dict; a bare option (``noswap``) maps to ''."""
+    options = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key == "session":
+            raise argparse.ArgumentTypeError("give the session as SESSION, not in -o")
+        options[key] = value
+    return options
+
+
+def cmd_fs_mount(args: argparse.Namespace, out: Output) -> int:
+    instance = fs.mount(args.session, args.target, args.options)
+    out.result(asdict(instance), f"mounted instance {instance.session!r} on {instance.mountpoint}")
+    return EXIT_OK
+
+
+def cmd_fs_list(args: argparse.Namespace, out: Output) -> int:
+    found = fs.instances()
+    lines = [f"{i.session}: {i.mountpoint}, {i.used_bytes} of {i.size_bytes} bytes used ({i.options})"
+             for i in found]
+    out.result({"instances": [asdict(i) for i in found]}, "\n".join(lines) or "no instance mounted")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liveupdate", description="Drive live updates through /dev/liveupdate.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -310,6 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--exec", dest="command", nargs=argparse.REMAINDER,
                         help="become this command (same pid), with the fd as fd 3 (LISTEN_FDS=1, LISTEN_PID)")
     retrieve.set_defaults(run=cmd_session_retrieve)
+
+    fs_cmd = sub.add_parser("fs", help="liveupdatefs instances: filesystems whose files survive the kexec")
+    fs_sub = fs_cmd.add_subparsers(dest="fs_command", required=True, metavar="SUBCOMMAND")
+    fs_mount = fs_sub.add_parser("mount", parents=[common], help="mount SESSION's instance (new, or carried over)")
+    fs_mount.add_argument("session")
+    fs_mount.add_argument("target", type=Path)
+    fs_mount.add_argument("-o", dest="options", type=_mount_options, default={}, metavar="OPTIONS",
+                          help="tmpfs options for a new instance: size=, mode=, uid=, gid=, huge=")
+    fs_mount.set_defaults(run=cmd_fs_mount)
+    fs_sub.add_parser("list", parents=[common], help="mounted instances").set_defaults(run=cmd_fs_list)
     return parser
 
 
@@ -321,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except LiveUpdateError as e:
         out.error(str(e), e.errno)
-    except (KexecError, ValueError) as e:  # PolicyError is a ValueError
+    except (KexecError, ValueError, fs.FsError) as e:  # PolicyError is a ValueError
         out.error(str(e), None)
     except OSError as e:
         out.error(f"{e.filename or ''}: {e.strerror}".lstrip(": "), e.errno)

@@ -1,0 +1,1308 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * DOC: liveupdatefs
+ *
+ * A filesystem whose files survive a kexec: ``mount -t liveupdatefs -o
+ * session=NAME none DIR`` mounts the instance of session NAME, created if
+ * new, taken over if the previous kernel carried NAME. An instance is a
+ * tmpfs superblock made by tmpfs's own fs_context (through the registered
+ * "tmpfs" type), so every file, directory and option (size=, mode=, uid=,
+ * gid=, huge=, ...) is tmpfs's; liveupdatefs adds the session. Options
+ * other than session= apply when the instance is made; later mounts share
+ * it and may not give any (-EBUSY).
+ *
+ * Lifetime: an instance's outgoing session is created with it; the last
+ * unmount in NORMAL discards both, like closing a session fd. From
+ * PREPARE until CANCEL or the kexec the module pins the instance (an
+ * internal mount), so unmounting it then discards nothing.
+ *
+ * What is carried: at PREPARE the instance's regular files become the
+ * session's files (token: inode number, handler "lufs-file-v1", a memfd's
+ * format: the pages themselves, zero-copy), beside one file for the tree
+ * (token LU_FS_TREE_TOKEN, "lufs-tree-v1": names, types, modes, owners,
+ * times, symlink targets, device numbers, hard links). FREEZE and the
+ * reboot notifier write the tree again and carry writes into the files as
+ * for memfds. Files created after PREPARE are not carried (the log says
+ * how many); sizes are fixed from PREPARE (writes past the end and
+ * truncation fail with EPERM, as for preserved memfds); renames, removals
+ * and attribute changes are carried as of the kexec.
+ *
+ * In the next kernel the first mount of NAME builds the tree in a new
+ * instance, restores every file into it and ends the hand-over of the
+ * incoming session; the instance then goes on as NAME's outgoing session.
+ * A restore that fails transiently fails the mount and keeps its
+ * progress: the next mount resumes it. A damaged tree fails every mount
+ * (-EIO); a damaged file stays empty, with one log line.
+ *
+ * Locking: lufs_lock serializes mounting (finding or making an instance)
+ * and is taken before lu.lock and a superblock's s_umount. Killing a
+ * superblock takes lu.lock under s_umount, so nothing holds lu.lock while
+ * it waits for an s_umount: the module's pins are made from an active
+ * reference without it, and dropped with mntput(), which defers the last
+ * put to the task's return. lufs_list_lock (a spinlock) guards the
+ * instance list and each instance's @sb.
+ */
+#include <linux/cred.h>
+#include <linux/dcache.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/fs_context.h>
+#include <linux/fs_parser.h>
+#include <linux/kdev_t.h>
+#include <linux/mount.h>
+#include <linux/namei.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+
+#include "lu_internal.h"
+
+/**
+ * struct lufs_instance - a liveupdatefs superblock and its session
+ * @node:        entry in lufs_instances
+ * @sb:          the superblock; NULL once it is being killed
+ * @session:     its outgoing session
+ * @pin:         held from PREPARE until CANCEL or the kexec
+ * @restore_mnt: held while the incoming session is being restored
+ * @incoming:    the incoming session being restored, or NULL
+ * @restored:    new kernel: inode number -> dentry of each regular file
+ *               the tree made, until the hand-over ends
+ */
+struct lufs_instance {
+	struct list_head node;
+	struct super_block *sb;
+	struct lu_session *session;
+	struct vfsmount *pin;
+	struct vfsmount *restore_mnt;
+	struct lu_session *incoming;
+	struct xarray restored;
+};
+
+static LIST_HEAD(lufs_instances);
+static DEFINE_SPINLOCK(lufs_list_lock);
+static DEFINE_MUTEX(lufs_lock);
+
+/* tmpfs's fs_context operations, which ours wrap. */
+static const struct fs_context_operations *lufs_tmpfs_ops;
+
+/**
+ * struct lufs_fc - what liveupdatefs keeps of one mount request
+ * @node:    entry in lufs_contexts
+ * @fc:      the request
+ * @session: the session= option
+ * @options: an option other than session= was given
+ * @want:    the superblock sget_fc() is to find
+ *
+ * fc->fs_private is tmpfs's, so ours are looked up by @fc.
+ */
+struct lufs_fc {
+	struct list_head node;
+	struct fs_context *fc;
+	char session[LIVEUPDATE_SESSION_NAME_LENGTH];
+	bool options;
+	struct super_block *want;
+};
+
+static LIST_HEAD(lufs_contexts);
+static DEFINE_SPINLOCK(lufs_contexts_lock);
+
+static struct lufs_fc *lufs_fc_of(struct fs_context *fc)
+{
+	struct lufs_fc *ctx;
+
+	guard(spinlock)(&lufs_contexts_lock);
+	list_for_each_entry(ctx, &lufs_contexts, node)
+		if (ctx->fc == fc)
+			return ctx;
+	return NULL;
+}
+
+static struct lufs_instance *lufs_find(const char *name)
+{
+	struct lufs_instance *inst;
+
+	guard(spinlock)(&lufs_list_lock);
+	list_for_each_entry(inst, &lufs_instances, node)
+		if (!strcmp(inst->session->name, name))
+			return inst;
+	return NULL;
+}
+
+static struct lufs_instance *lufs_of_sb(struct super_block *sb)
+{
+	struct lufs_instance *inst;
+
+	guard(spinlock)(&lufs_list_lock);
+	list_for_each_entry(inst, &lufs_instances, node)
+		if (inst->sb == sb)
+			return inst;
+	return NULL;
+}
+
+/*
+ * A mount of @sb for the module's own use, from an active reference taken
+ * without s_umount. Return: the mount, or NULL if @sb is dying.
+ */
+static struct vfsmount *lufs_mount_sb(struct super_block *sb)
+{
+	struct vfsmount *mnt;
+	struct fs_context *fc;
+
+	if (!atomic_inc_not_zero(&sb->s_active))
+		return NULL;
+	fc = fs_context_for_mount(sb->s_type, 0);
+	if (IS_ERR(fc)) {
+		deactivate_super(sb);
+		return ERR_CAST(fc);
+	}
+	/* put_fs_context() drops the root and the active reference. */
+	fc->root = dget(sb->s_root);
+	mnt = vfs_create_mount(fc);
+	put_fs_context(fc);
+	return mnt;
+}
+
+/* Opens @dentry of @mnt for the module, read only or read-write. */
+static struct file *lufs_open(struct vfsmount *mnt, struct dentry *dentry,
+			      int flags)
+{
+	struct path path = { .mnt = mnt, .dentry = dentry };
+
+	return dentry_open(&path, flags | O_LARGEFILE, current_cred());
+}
+
+/* ---- the tree: a snapshot of names and inodes, and its restore ---- */
+
+/**
+ * struct lufs_tree - the tree file's state (lu_file.priv)
+ * @area:     old kernel: the published snapshot (nodes, then names)
+ * @bytes:    its used bytes
+ * @desc:     its KHO preservation
+ * @nodes:    new kernel: the checked nodes (a copy)
+ * @names:    their names, after them
+ * @nr_nodes: entries in @nodes
+ * @names_bytes: bytes at @names
+ * @dentries: new kernel: each node's dentry, once made
+ * @next:     new kernel: the first node not made yet
+ */
+struct lufs_tree {
+	void *area;
+	size_t bytes;
+	struct kho_vmalloc desc;
+	struct lu_ser_fs_node *nodes;
+	const char *names;
+	u64 nr_nodes;
+	u64 names_bytes;
+	struct dentry **dentries;
+	u64 next;
+};
+
+struct lufs_snap {
+	struct lu_session *session;
+	struct lu_ser_fs_node *nodes;
+	u64 nr;
+	u64 cap;
+	struct dentry **dentries;
+	char *names;
+	u64 names_len;
+	u64 names_cap;
+	unsigned int skipped;
+	bool collect;
+};
+
+/*
+ * struct lufs_snap: @dentries holds each directory's dentry, and with
+ * @collect each regular file's, so that lufs_collect() can open them;
+ * without, a regular file that is not the session's is left out.
+ */
+static void lufs_snap_free(struct lufs_snap *snap)
+{
+	u64 i;
+
+	for (i = 0; i < snap->nr; i++)
+		dput(snap->dentries[i]);
+	kvfree(snap->dentries);
+	kvfree(snap->nodes);
+	kvfree(snap->names);
+}
+
+struct lufs_dirent {
+	u64 ino;
+	unsigned int type;
+	unsigned int len;
+	char name[];
+};
+
+struct lufs_readdir {
+	struct dir_context ctx;
+	char *buf;
+	size_t len;
+	size_t cap;
+	int err;
+};
+
+static bool lufs_readdir_actor(struct dir_context *ctx, const char *name,
+			       int len, loff_t pos, u64 ino, unsigned int type)
+{
+	struct lufs_readdir *rd = container_of(ctx, struct lufs_readdir, ctx);
+	size_t need = ALIGN(sizeof(struct lufs_dirent) + len, 8);
+	struct lufs_dirent *de;
+
+	if ((len == 1 && name[0] == '.') ||
+	    (len == 2 && name[0] == '.' && name[1] == '.'))
+		return true;
+	if (rd->len + need > rd->cap) {
+		size_t cap = max(2 * rd->cap, rd->len + need);
+		char *buf = kvrealloc(rd->buf, cap, GFP_KERNEL);
+
+		if (!buf) {
+			rd->err = -ENOMEM;
+			return false;
+		}
+		rd->buf = buf;
+		rd->cap = cap;
+	}
+	de = (struct lufs_dirent *)(rd->buf + rd->len);
+	de->ino = ino;
+	de->type = type;
+	de->len = len;
+	memcpy(de->name, name, len);
+	rd->len += need;
+	return true;
+}
+
+static int lufs_snap_names(struct lufs_snap *snap, const char *s, size_t len)
+{
+	if (snap->names_len + len > snap->names_cap) {
+		u64 cap = max(2 * snap->names_cap, snap->names_len + len + 256);
+		char *names = kvrealloc(snap->names, cap, GFP_KERNEL);
+
+		if (!names)
+			return -ENOMEM;
+		snap->names = names;
+		snap->names_cap = cap;
+	}
+	memcpy(snap->names + snap->names_len, s, len);
+	snap->names_len += len;
+	return 0;
+}
+
+/* Adds the node of @dentry (a name of @parent, or the root). */
+static int lufs_snap_add(struct lufs_snap *snap, struct dentry *dentry,
+			 u32 parent, const char *name, unsigned int len)
+{
+	struct inode *inode = d_inode(dentry);
+	struct lu_ser_fs_node *n;
+	struct timespec64 ts;
+	int err;
+
+	if (snap->nr == snap->cap) {
+		u64 cap = max(2 * snap->cap, 64ULL);
+		void *nodes, *dirs;
+
+		if (cap > U32_MAX)
+			return -E2BIG;
+		nodes = kvrealloc(snap->nodes, cap * sizeof(*n), GFP_KERNEL);
+		if (nodes)
+			snap->nodes = nodes;
+		dirs = kvrealloc(snap->dentries, cap * sizeof(*snap->dentries),
+				 GFP_KERNEL);
+		if (dirs)
+			snap->dentries = dirs;
+		if (!nodes || !dirs)
+			return -ENOMEM;
+		snap->cap = cap;
+	}
+	n = &snap->nodes[snap->nr];
+	*n = (struct lu_ser_fs_node){
+		.ino = inode->i_ino,
+		.parent = parent,
+		.mode = inode->i_mode,
+		.uid = from_kuid(&init_user_ns, inode->i_uid),
+		.gid = from_kgid(&init_user_ns, inode->i_gid),
+		.rdev = new_encode_dev(inode->i_rdev),
+		.name_len = len,
+		.name_off = snap->names_len,
+	};
+	ts = inode_get_atime(inode);
+	n->atime_sec = ts.tv_sec;
+	n->atime_nsec = ts.tv_nsec;
+	ts = inode_get_mtime(inode);
+	n->mtime_sec = ts.tv_sec;
+	n->mtime_nsec = ts.tv_nsec;
+	ts = inode_get_ctime(inode);
+	n->ctime_sec = ts.tv_sec;
+	n->ctime_nsec = ts.tv_nsec;
+	err = lufs_snap_names(snap, name, len);
+	if (!err && S_ISLNK(inode->i_mode)) {
+		DEFINE_DELAYED_CALL(done);
+		const char *target = vfs_get_link(dentry, &done);
+
+		if (IS_ERR(target)) {
+			err = PTR_ERR(target);
+		} else {
+			n->size = strlen(target);
+			err = lufs_snap_names(snap, target, n->size);
+		}
+		do_delayed_call(&done);
+	}
+	if (err)
+		return err;
+	snap->dentries[snap->nr] = S_ISDIR(inode->i_mode) ||
+				   (snap->collect && S_ISREG(inode->i_mode)) ?
+				   dget(dentry) : NULL;
+	snap->nr++;
+	return 0;
+}
+
+/*
+ * Adds the entries of the directory of node @dir (@dentry). A regular
+ * file that is not one of the session's files (created after PREPARE)
+ * is left out.
+ */
+static int lufs_snap_dir(struct lufs_snap *snap, struct vfsmount *mnt,
+			 struct dentry *dentry, u32 dir)
+{
+	struct lufs_readdir rd = { .ctx.actor = lufs_readdir_actor };
+	struct lufs_dirent *de;
+	struct file *file;
+	size_t off;
+	int err;
+
+	file = lufs_open(mnt, dentry, O_RDONLY | O_DIRECTORY);
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	err = iterate_dir(file, &rd.ctx);
+	fput(file);
+	err = err ?: rd.err;
+	for (off = 0; !err && off < rd.len;
+	     off += ALIGN(sizeof(*de) + de->len, 8)) {
+		struct dentry *child;
+
+		de = (struct lufs_dirent *)(rd.buf + off);
+		if (de->type == DT_REG && !snap->collect &&
+		    !xa_load(&snap->session->tokens, de->ino)) {
+			snap->skipped++;
+			continue;
+		}
+		child = lookup_noperm_unlocked(&QSTR_LEN(de->name, de->len),
+					       dentry);
+		if (IS_ERR(child)) {
+			err = PTR_ERR(child);
+			break;
+		}
+		/* Removed meanwhile: not in the tree. */
+		if (d_really_is_positive(child))
+			err = lufs_snap_add(snap, child, dir, de->name,
+					    de->len);
+		dput(child);
+		cond_resched();
+	}
+	kvfree(rd.buf);
+	return err;
+}
+
+/* Every node of the instance, parents first (breadth first). */
+static int lufs_snap_tree(struct lufs_snap *snap, struct vfsmount *mnt)
+{
+	u64 i;
+	int err;
+
+	err = lufs_snap_add(snap, mnt->mnt_root, 0, "", 0);
+	for (i = 0; !err && i < snap->nr; i++)
+		if (S_ISDIR(snap->nodes[i].mode))
+			err = lufs_snap_dir(snap, mnt, snap->dentries[i], i);
+	return err;
+}
+
+/*
+ * Takes a snapshot of the tree and preserves it: the area, its KHO
+ * preservation and its checksums in @ser. Nothing is published: the
+ * caller swaps it in. Return: 0, or an error with nothing left behind.
+ */
+static int lufs_tree_snapshot(struct lu_file *lf, struct lufs_tree *out,
+			      struct lu_ser_fs_tree *ser)
+{
+	struct lufs_instance *inst = lf->session->fs;
+	struct lufs_snap snap = { .session = lf->session };
+	size_t nodes_bytes;
+	u32 crc;
+	int err;
+
+	err = lufs_snap_tree(&snap, inst->pin);
+	if (err)
+		goto out;
+	nodes_bytes = snap.nr * sizeof(*snap.nodes);
+	out->bytes = nodes_bytes + snap.names_len;
+	out->area = vmalloc(max_t(size_t, out->bytes, 1));
+	if (!out->area) {
+		err = -ENOMEM;
+		goto out;
+	}
+	memcpy(out->area, snap.nodes, nodes_bytes);
+	memcpy(out->area + nodes_bytes, snap.names, snap.names_len);
+	out->desc = (struct kho_vmalloc){};
+	err = kho_preserve_vmalloc(out->area, &out->desc);
+	if (err) {
+		vfree(out->area);
+		out->area = NULL;
+		goto out;
+	}
+	*ser = (struct lu_ser_fs_tree){
+		.nr_nodes = snap.nr,
+		.names_bytes = snap.names_len,
+		.area = out->desc,
+	};
+	/* Our own area: read in place, for its checksums. */
+	lu_vmalloc_read(&out->desc, NULL, out->bytes, &crc, &ser->list_crc,
+			NULL, NULL, NULL);
+	ser->area_crc = crc;
+	if (snap.skipped)
+		lu_info("instance %s: %u files made after PREPARE are not carried\n",
+			lf->session->name, snap.skipped);
+out:
+	lufs_snap_free(&snap);
+	return err;
+}
+
+static void lufs_tree_unpublish(struct lufs_tree *tree)
+{
+	if (!tree->area)
+		return;
+	kho_unpreserve_vmalloc(&tree->desc);
+	vfree(tree->area);
+	tree->area = NULL;
+}
+
+static int lufs_tree_preserve(struct lu_file *lf)
+{
+	lf->priv = kzalloc_obj(struct lufs_tree, GFP_KERNEL);
+	return lf->priv ? 0 : -ENOMEM;
+}
+
+static void lufs_tree_unpreserve(struct lu_file *lf)
+{
+	kfree(lf->priv);
+	lf->priv = NULL;
+}
+
+static int lufs_tree_prepare(struct lu_file *lf)
+{
+	struct lufs_tree *tree = lf->priv;
+	struct lu_ser_fs_tree *ser;
+	int err;
+
+	ser = lu_file_data_alloc(lf, sizeof(*ser));
+	if (IS_ERR(ser))
+		return PTR_ERR(ser);
+	err = lufs_tree_snapshot(lf, tree, ser);
+	if (err)
+		return err;
+	lf->bytes = tree->bytes;
+	return 0;
+}
+
+static void lufs_tree_cancel(struct lu_file *lf)
+{
+	lufs_tree_unpublish(lf->priv);
+}
+
+/* FREEZE and the notifier: the tree as it is now replaces the last one. */
+static int lufs_tree_freeze(struct lu_file *lf)
+{
+	struct lufs_tree *tree = lf->priv, next = {};
+	struct lu_ser_fs_tree ser;
+	int err;
+
+	err = lufs_tree_snapshot(lf, &next, &ser);
+	if (err)
+		return err;
+	lufs_tree_unpublish(tree);
+	*tree = next;
+	*(struct lu_ser_fs_tree *)lf->data.ptr = ser;
+	lf->bytes = tree->bytes;
+	return 0;
+}
+
+/* ---- new kernel ---- */
+
+static const char *lufs_check_name(const char *name, u32 len)
+{
+	if (!len || len > NAME_MAX || memchr(name, '/', len) ||
+	    memchr(name, 0, len))
+		return "bad name";
+	if ((len == 1 && name[0] == '.') ||
+	    (len == 2 && name[0] == '.' && name[1] == '.'))
+		return "bad name";
+	return NULL;
+}
+
+/* Checks every node before anything is made. Return: why it is bad. */
+static const char *lufs_check_nodes(const struct lufs_tree *t)
+{
+	u64 i;
+
+	if (!t->nr_nodes || !S_ISDIR(t->nodes[0].mode) || t->nodes[0].parent ||
+	    t->nodes[0].name_len)
+		return "no root directory";
+	for (i = 1; i < t->nr_nodes; i++) {
+		const struct lu_ser_fs_node *n = &t->nodes[i];
+		u64 end = n->name_off + n->name_len +
+			  (S_ISLNK(n->mode) ? n->size : 0);
+
+		if (n->parent >= i || !S_ISDIR(t->nodes[n->parent].mode))
+			return "parent not a directory before it";
+		if (n->name_off > t->names_bytes || end > t->names_bytes ||
+		    end < n->name_off)
+			return "name out of range";
+		if (lufs_check_name(t->names + n->name_off, n->name_len))
+			return "bad name";
+		switch (n->mode & S_IFMT) {
+		case S_IFDIR:
+		case S_IFREG:
+		case S_IFCHR:
+		case S_IFBLK:
+		case S_IFIFO:
+		case S_IFSOCK:
+			break;
+		case S_IFLNK:
+			if (!n->size || n->size >= PATH_MAX ||
+			    memchr(t->names + n->name_off + n->name_len, 0,
+				   n->size))
+				return "bad symlink target";
+			break;
+		default:
+			return "unknown file type";
+		}
+	}
+	return NULL;
+}
+
+static void lufs_damaged(struct lu_file *lf, const char *why)
+{
+	lu_err("instance %s: damaged tree: %s\n", lf->session->name, why);
+}
+
+/*
+ * Reads the tree the previous kernel left, checks it and gives its pages
+ * back. Return: 0, -EIO for damaged data (its pages stay reserved), or
+ * -ENOMEM with nothing changed.
+ */
+static int lufs_tree_load(struct lu_file *lf, struct lufs_tree *t)
+{
+	const struct lu_ser_fs_tree *ser = lf->data.ptr;
+	u32 crc, list_crc;
+	size_t bytes;
+	void *bounce, *area;
+	const char *why;
+	int err;
+
+	if (lf->data.size != sizeof(*ser) || !ser->nr_nodes ||
+	    ser->nr_nodes > U32_MAX ||
+	    ser->names_bytes > (u64)ser->area.total_pages * PAGE_SIZE) {
+		lufs_damaged(lf, "header");
+		return -EIO;
+	}
+	bytes = ser->nr_nodes * sizeof(struct lu_ser_fs_node) +
+		ser->names_bytes;
+	if (bytes > (size_t)ser->area.total_pages * PAGE_SIZE) {
+		lufs_damaged(lf, "area too small");
+		return -EIO;
+	}
+	bounce = kmalloc(LU_READ_BOUNCE_SIZE, GFP_KERNEL);
+	area = kvmalloc(bytes, GFP_KERNEL);
+	t->dentries = kvcalloc(ser->nr_nodes, sizeof(*t->dentries), GFP_KERNEL);
+	if (!bounce || !area || !t->dentries) {
+		kfree(bounce);
+		kvfree(area);
+		kvfree(t->dentries);
+		t->dentries = NULL;
+		return -ENOMEM;
+	}
+	err = lu_vmalloc_read(&ser->area, area, bytes, &crc, &list_crc, bounce,
+			      NULL, NULL);
+	kfree(bounce);
+	t->nodes = area;
+	t->names = area + ser->nr_nodes * sizeof(struct lu_ser_fs_node);
+	t->nr_nodes = ser->nr_nodes;
+	t->names_bytes = ser->names_bytes;
+	if (err || crc != ser->area_crc || list_crc != ser->list_crc)
+		why = "checksum mismatch";
+	else
+		why = lufs_check_nodes(t);
+	if (why) {
+		lufs_damaged(lf, why);
+		kvfree(area);
+		t->nodes = NULL;
+		t->nr_nodes = 0;
+		return -EIO;
+	}
+	lu_vmalloc_walk(&ser->area, lu_vmalloc_free_page, lu_vmalloc_free_page,
+			NULL, NULL);
+	return 0;
+}
+
+static void lufs_tree_free(struct lufs_tree *t)
+{
+	u64 i;
+
+	for (i = 0; t->dentries && i < t->nr_nodes; i++)
+		dput(t->dentries[i]);
+	kvfree(t->dentries);
+	kvfree(t->nodes);
+	kfree(t);
+}
+
+/* Owner, mode and times of node @n, on its made @dentry. */
+static int lufs_set_attrs(struct dentry *dentry,
+			  const struct lu_ser_fs_node *n)
+{
+	struct inode *inode = d_inode(dentry);
+	struct iattr attr = {
+		.ia_valid = ATTR_UID | ATTR_GID | ATTR_ATIME | ATTR_MTIME |
+			    ATTR_ATIME_SET | ATTR_MTIME_SET | ATTR_FORCE,
+		.ia_uid = make_kuid(&init_user_ns, n->uid),
+		.ia_gid = make_kgid(&init_user_ns, n->gid),
+		.ia_atime = { n->atime_sec, n->atime_nsec },
+		.ia_mtime = { n->mtime_sec, n->mtime_nsec },
+	};
+	int err;
+
+	if (!S_ISLNK(n->mode)) {
+		attr.ia_valid |= ATTR_MODE;
+		attr.ia_mode = n->mode;
+	}
+	inode_lock(inode);
+	err = notify_change(&nop_mnt_idmap, dentry, &attr, NULL);
+	if (!err)
+		inode_set_ctime_to_ts(inode, (struct timespec64){
+			n->ctime_sec, n->ctime_nsec });
+	inode_unlock(inode);
+	return err;
+}
+
+/* Makes node @i under its parent's dentry. */
+static int lufs_make_node(struct lufs_instance *inst, struct lufs_tree *t,
+			  u64 i)
+{
+	const struct lu_ser_fs_node *n = &t->nodes[i];
+	struct dentry *parent = t->dentries[n->parent];
+	struct inode *dir = d_inode(parent);
+	struct dentry *dentry, *made;
+	struct dentry *link = NULL;
+	int err = 0;
+
+	if (S_ISREG(n->mode)) {
+		link = xa_load(&inst->restored, n->ino);
+		/* Reserved first: nothing fails once the entry is made. */
+		if (!link && xa_reserve(&inst->restored, n->ino, GFP_KERNEL))
+			return -ENOMEM;
+	}
+	dentry = start_creating_noperm(parent, &QSTR_LEN(t->names + n->name_off,
+							 n->name_len));
+	if (IS_ERR(dentry)) {
+		err = PTR_ERR(dentry);
+		goto out;
+	}
+	made = dentry;
+	switch (n->mode & S_IFMT) {
+	case S_IFDIR:
+		made = vfs_mkdir(&nop_mnt_idmap, dir, dentry, n->mode & 07777,
+				 NULL);
+		if (IS_ERR(made)) {
+			err = PTR_ERR(made);
+			made = NULL;
+		}
+		break;
+	case S_IFREG:
+		if (link)
+			err = vfs_link(link, &nop_mnt_idmap, dir, dentry, NULL);
+		else
+			err = vfs_create(&nop_mnt_idmap, dentry, n->mode & 07777,
+					 NULL);
+		break;
+	case S_IFLNK: {
+		char *target = kmemdup_nul(t->names + n->name_off + n->name_len,
+					   n->size, GFP_KERNEL);
+
+		err = target ? vfs_symlink(&nop_mnt_idmap, dir, dentry, target,
+					   NULL) : -ENOMEM;
+		kfree(target);
+		break;
+	}
+	default:
+		err = vfs_mknod(&nop_mnt_idmap, dir, dentry, n->mode,
+				new_decode_dev(n->rdev), NULL);
+		break;
+	}
+	if (!err)
+		t->dentries[i] = dget(made);
+	end_creating(made);
+	if (!err && S_ISREG(n->mode) && !link) {
+		/* The slot is reserved: storing cannot fail. */
+		xa_store(&inst->restored, n->ino, dget(t->dentries[i]),
+			 GFP_KERNEL);
+		return 0;
+	}
+out:
+	if (S_ISREG(n->mode) && !link)
+		xa_release(&inst->restored, n->ino);
+	return err;
+}
+
+/*
+ * New kernel: the tree, made in the instance being restored (only a
+ * mount restores an instance: lufs_restore()). A failure keeps what was
+ * made; the next call goes on from there.
+ */
+static int lufs_tree_retrieve(struct lu_file *lf)
+{
+	struct lufs_instance *inst = lf->session->fs;
+	struct lufs_tree *t = lf->priv;
+	struct file *root;
+	u64 i;
+	int err;
+
+	if (!inst)
+		return -EOPNOTSUPP;
+	if (!t) {
+		t = kzalloc_obj(*t, GFP_KERNEL);
+		if (!t)
+			return -ENOMEM;
+		err = lufs_tree_load(lf, t);
+		if (err == -ENOMEM) {
+			kfree(t);
+			return err;
+		}
+		lf->priv = t;
+		if (err)
+			return err;
+		t->dentries[0] = dget(inst->restore_mnt->mnt_root);
+		t->next = 1;
+	}
+	if (!t->nodes)
+		return -EIO;
+	for (; t->next < t->nr_nodes; t->next++) {
+		err = lufs_make_node(inst, t, t->next);
+		if (err) {
+			lu_err("instance %s: making node %llu failed: %d\n",
+			       lf->session->name, t->next, err);
+			return err == -EEXIST ? -EIO : err;
+		}
+		cond_resched();
+	}
+	for (i = 0; i < t->nr_nodes; i++) {
+		err = lufs_set_attrs(t->dentries[i], &t->nodes[i]);
+		if (err)
+			return err;
+	}
+	root = lufs_open(inst->restore_mnt, inst->restore_mnt->mnt_root,
+			 O_RDONLY | O_DIRECTORY);
+	if (IS_ERR(root))
+		return PTR_ERR(root);
+	lf->file = root;
+	lufs_tree_free(t);
+	lf->priv = NULL;
+	return 0;
+}
+
+/*
+ * New kernel, end of the hand-over: a tree never retrieved gives its
+ * pages back if they check out; a damaged one leaves them reserved.
+ */
+static int lufs_tree_finish(struct lu_file *lf, u64 *bytes)
+{
+	struct lufs_tree *t = lf->priv;
+	int err;
+
+	if (lf->state == LU_FILE_RETRIEVED)
+		return 0;
+	if (!t) {
+		t = kzalloc_obj(*t, GFP_KERNEL);
+		if (!t)
+			return -ENOMEM;
+		err = lufs_tree_load(lf, t);
+		if (err == -ENOMEM) {
+			kfree(t);
+			return err;
+		}
+		if (!err)
+			*bytes += t->nr_nodes * sizeof(*t->nodes) +
+				  t->names_bytes;
+	}
+	lufs_tree_free(t);
+	lf->priv = NULL;
+	return 0;
+}
+
+static bool lufs_tree_can_preserve(struct file *file)
+{
+	return false;
+}
+
+/* An instance's tree: preserved by lufs_collect(), never by fd. */
+struct lu_file_handler lu_fs_tree_handler = {
+	.compatible = LU_FS_TREE_COMPATIBLE,
+	.can_preserve = lufs_tree_can_preserve,
+	.preserve = lufs_tree_preserve,
+	.unpreserve = lufs_tree_unpreserve,
+	.prepare = lufs_tree_prepare,
+	.cancel = lufs_tree_cancel,
+	.freeze = lufs_tree_freeze,
+	.retrieve = lufs_tree_retrieve,
+	.finish = lufs_tree_finish,
+};
+
+/**
+ * lufs_restored_file - the restored instance's file for a file's token
+ * @lf: an incoming lufs-file-v1 file, being retrieved
+ *
+ * Return: a new file, open for writing, or -EOPNOTSUPP outside a mount's
+ * restore, or -ENOENT if the tree has no such file.
+ */
+struct file *lufs_restored_file(struct lu_file *lf)
+{
+	struct lufs_instance *inst = lf->session->fs;
+	struct dentry *dentry;
+
+	if (!inst)
+		return ERR_PTR(-EOPNOTSUPP);
+	dentry = xa_load(&inst->restored, lf->token);
+	if (!dentry)
+		return ERR_PTR(-ENOENT);
+	return lufs_open(inst->restore_mnt, dentry, O_RDWR);
+}
+
+/* ---- PREPARE and CANCEL ---- */
+
+/* Preserves every regular file of the instance not preserved yet. */
+static int lufs_collect_files(struct lu_session *session,
+			      struct vfsmount *mnt)
+{
+	struct lufs_snap snap = { .session = session, .collect = true };
+	struct lu_file_handler *handler;
+	u64 dep = LU_FS_TREE_TOKEN;
+	u64 i;
+	int err;
+
+	err = lufs_snap_tree(&snap, mnt);
+	for (i = 0; !err && i < snap.nr; i++) {
+		struct file *file;
+
+		if (!S_ISREG(snap.nodes[i].mode) ||
+		    xa_load(&session->tokens, snap.nodes[i].ino))
+			continue;
+		file = lufs_open(mnt, snap.dentries[i], O_RDONLY);
+		if (IS_ERR(file)) {
+			err = PTR_ERR(file);
+			break;
+		}
+		handler = lu_handler_get(LU_FS_FILE_COMPATIBLE);
+		err = lu_file_preserve_file(session, file, handler,
+					    snap.nodes[i].ino, &dep, 1);
+		if (err)
+			lu_handler_put(handler);
+		fput(file);
+	}
+	lufs_snap_free(&snap);
+	return err;
+}
+
+/**
+ * lufs_collect - make an instance's files the session's files
+ * @session: an instance's outgoing session, with no file yet
+ *
+ * PREPARE, or the reboot notifier without PREPARE: pins the instance,
+ * preserves its root directory as the tree's file and each regular file
+ * (each inode once), as its tree is now. Nothing happens for a session
+ * collected already. A failure undoes everything (lufs_release()).
+ *
+ * Return: 0, -ENODEV for an instance being discarded, or an error.
+ */
+int lufs_collect(struct lu_session *session)
+{
+	struct lufs_instance *inst = session->fs;
+	struct lu_file_handler *handler;
+	struct super_block *sb;
+	struct vfsmount *mnt;
+	struct file *root;
+	int err;
+
+	lockdep_assert_held(&lu.lock);
+	if (xa_load(&session->tokens, LU_FS_TREE_TOKEN))
+		return 0;
+	if (!inst->pin) {
+		scoped_guard(spinlock, &lufs_list_lock)
+			sb = inst->sb;
+		mnt = sb ? lufs_mount_sb(sb) : NULL;
+		if (IS_ERR_OR_NULL(mnt))
+			return mnt ? PTR_ERR(mnt) : -ENODEV;
+		inst->pin = mnt;
+	}
+	root = lufs_open(inst->pin, inst->pin->mnt_root, O_RDONLY | O_DIRECTORY);
+	if (IS_ERR(root)) {
+		err = PTR_ERR(root);
+		goto err;
+	}
+	handler = lu_handler_get(LU_FS_TREE_COMPATIBLE);
+	err = lu_file_preserve_file(session, root, handler, LU_FS_TREE_TOKEN,
+				    NULL, 0);
+	if (err)
+		lu_handler_put(handler);
+	fput(root);
+	if (!err)
+		err = lufs_collect_files(session, inst->pin);
+	if (!err)
+		return 0;
+err:
+	lufs_release(session);
+	return err;
+}
+
+/**
+ * lufs_release - undo lufs_collect()
+ * @session: an instance's outgoing session, cancelled
+ *
+ * The instance keeps its files; the session lets them go, and the pin.
+ */
+void lufs_release(struct lu_session *session)
+{
+	struct lufs_instance *inst = session->fs;
+
+	lockdep_assert_held(&lu.lock);
+	lu_file_unpreserve_all(session);
+	/* Not an internal mount: its last put waits for the task's return. */
+	if (inst->pin)
+		mntput(inst->pin);
+	inst->pin = NULL;
+}
+
+/* ---- the filesystem ---- */
+
+static int lufs_parse_param(struct fs_context *fc, struct fs_parameter *param)
+{
+	struct lufs_fc *ctx = lufs_fc_of(fc);
+	size_t len;
+
+	if (strcmp(param->key, "session")) {
+		if (strcmp(param->key, "source"))
+			ctx->options = true;
+		return lufs_tmpfs_ops->parse_param(fc, param);
+	}
+	if (param->type != fs_value_is_string)
+		return invalfc(fc, "session: a name is needed");
+	len = strlen(param->string);
+	if (!len || len >= LIVEUPDATE_SESSION_NAME_LENGTH)
+		return invalfc(fc, "session: 1 to %d bytes",
+			       LIVEUPDATE_SESSION_NAME_LENGTH - 1);
+	if (fc->purpose == FS_CONTEXT_FOR_RECONFIGURE) {
+		struct lufs_instance *inst = lufs_of_sb(fc->root->d_sb);
+
+		if (!inst || strcmp(inst->session->name, param->string))
+			return invalfc(fc, "session: cannot change");
+	}
+	strscpy(ctx->session, param->string, sizeof(ctx->session));
+	return 0;
+}
+
+static int lufs_test_super(struct super_block *sb, struct fs_context *fc)
+{
+	return sb == lufs_fc_of(fc)->want;
+}
+
+static int lufs_refuse_super(struct super_block *sb, struct fs_context *fc)
+{
+	return -EBUSY;
+}
+
+/* A get_tree that fails after the superblock was set up: drop it. */
+static void lufs_drop_tree(struct fs_context *fc)
+{
+	struct super_block *sb = fc->root->d_sb;
+
+	dput(fc->root);
+	fc->root = NULL;
+	deactivate_locked_super(sb);
+}
+
+/*
+ * Takes the incoming session over: makes the tree, restores every file,
+ * ends its hand-over. A transient failure keeps the progress (the mount
+ * pins the instance meanwhile), for the next mount to resume.
+ */
+static int lufs_restore(struct lufs_instance *inst)
+{
+	struct lu_session *in = inst->incoming;
+	unsigned int nr_files = 0;
+	struct dentry *dentry;
+	unsigned long ino;
+	struct lu_file *lf;
+	struct file *file;
+	u64 bytes = 0;
+	int err;
+
+	scoped_cond_guard(mutex_kill, return -EINTR, &in->lock) {
+		if (in->state == LU_SESSION_FINISHED)
+			break;
+		err = lu_file_retrieve(in, LU_FS_TREE_TOKEN, &file);
+		if (err)
+			return err;
+		fput(file);
+		list_for_each_entry(lf, &in->files, node) {
+			if (!xa_load(&inst->restored, lf->token))
+				continue;
+			err = lu_file_retrieve(in, lf->token, &file);
+			if (err == -EIO) {
+				lu_err("instance %s: file %llu is damaged: it stays empty\n",
+				       in->name, lf->token);
+				continue;
+			}
+			if (err)
+				return err;
+			fput(file);
+			cond_resched();
+		}
+	}
+	scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
+		err = lu_session_drop_incoming(in, &nr_files, &bytes);
+		if (err)
+			return err;
+		lu_state_session_finished();
+	}
+	inst->incoming = NULL;
+	xa_for_each(&inst->restored, ino, dentry)
+		dput(dentry);
+	xa_destroy(&inst->restored);
+	mntput(inst->restore_mnt);
+	inst->restore_mnt = NULL;
+	lu_info("instance %s: taken over\n", inst->session->name);
+	return 0;
+}
+
+/* The incoming session @name, if it is an instance nobody took yet. */
+static int lufs_take_incoming(struct lufs_instance *inst, const char *name)
+{
+	struct lu_session *in;
+
+	lockdep_assert_held(&lu.lock);
+	in = lu_session_find_incoming(name);
+	if (!in)
+		return 0;
+	if (in->state != LU_SESSION_PENDING ||
+	    !xa_load(&in->tokens, LU_FS_TREE_TOKEN))
+		return -EBUSY;
+	lu_session_set_state(in, LU_SESSION_RETRIEVED);
+	in->fs = inst;
+	inst->incoming = in;
+	return 0;
+}
+
+static int lufs_new_instance(struct fs_context *fc, struct lufs_fc *ctx)
+{
+	struct lufs_instance *inst;
+	struct lu_session *session;
+	struct vfsmount *mnt;
+	int err;
+
+	inst = kzalloc_obj(*inst, GFP_KERNEL);
+	if (!inst)
+		return -ENOMEM;
+	xa_init(&inst->restored);
+	scoped_cond_guard(mutex_kill, err = -EINTR, &lu.lock)
+		err = lu_session_create_fs(ctx->session, inst, &session);
+	if (err)
+		goto err_free;
+	inst->session = session;
+	err = lufs_tmpfs_ops->get_tree(fc);
+	if (err)
+		goto err_session;
+	inst->sb = fc->root->d_sb;
+	/* Made first: once the incoming session is taken, nothing fails. */
+	mnt = vfs_create_mount(fc);
+	if (IS_ERR(mnt)) {
+		err = PTR_ERR(mnt);
+		goto err_tree;
+	}
+	scoped_cond_guard(mutex_kill, err = -EINTR, &lu.lock)
+		err = lufs_take_incoming(inst, ctx->session);
+	if (err)
+		errorfc(fc, "session %s came from the previous kernel, not as an instance that can be taken",
+			ctx->session);
+	if (err || !inst->incoming) {
+		/* Not an internal mount: its last put waits for the task's return. */
+		mntput(mnt);
+		if (err)
+			goto err_tree;
+	} else {
+		inst->restore_mnt = mnt;
+	}
+	scoped_guard(spinlock, &lufs_list_lock)
+		list_add_tail(&inst->node, &lufs_instances);
+	if (inst->incoming) {
+		err = lufs_restore(inst);
+		if (err) {
+			lufs_drop_tree(fc);
+			return err;
+		}
+	}
+	return 0;
+
+err_tree:
+	lufs_drop_tree(fc);
+err_session:
+	scoped_guard(mutex, &lu.lock)
+		lu_session_free(session);
+err_free:
+	kfree(inst);
+	return err;
+}
+
+static int lufs_get_tree(struct fs_context *fc)
+{
+	struct lufs_fc *ctx = lufs_fc_of(fc);
+	struct lufs_instance *inst;
+	struct super_block *sb;
+	int err;
+
+	if (!ctx->session[0])
+		return invalfc(fc, "session=NAME is needed");
+	/* The mount's source is the session: /proc/mounts names it. */
+	kfree(fc->source);
+	fc->source = kstrdup(ctx->session, GFP_KERNEL);
+	if (!fc->source)
+		return -ENOMEM;
+	guard(mutex)(&lufs_lock);
+	inst = lufs_find(ctx->session);
+	if (!inst)
+		return lufs_new_instance(fc, ctx);
+	if (ctx->options) {
+		errorfc(fc, "instance %s exists: options apply when it is made",
+			ctx->session);
+		return -EBUSY;
+	}
+	scoped_guard(spinlock, &lufs_list_lock)
+		ctx->want = inst->sb;
+	if (!ctx->want)
+		return -EBUSY;
+	sb = sget_fc(fc, lufs_test_super, lufs_refuse_super);
+	if (IS_ERR(sb))
+		return PTR_ERR(sb);
+	fc->root = dget(sb->s_root);
+	if (inst->incoming) {
+		err = lufs_restore(inst);
+		if (err) {
+			lufs_drop_tree(fc);
+			return err;
+		}
+	}
+	return 0;
+}
+
+static void lufs_free_fc(struct fs_context *fc)
+{
+	struct lufs_fc *ctx = lufs_fc_of(fc);
+
+	if (ctx) {
+		scoped_guard(spinlock, &lufs_contexts_lock)
+			list_del(&ctx->node);
+		kfree(ctx);
+	}
+	if (lufs_tmpfs_ops && lufs_tmpfs_ops->free)
+		lufs_tmpfs_ops->free(fc);
+}
+
+static int lufs_parse_monolithic(struct fs_context *fc, void *data)
+{
+	return lufs_tmpfs_ops->parse_monolithic(fc, data);
+}
+
+static int lufs_reconfigure(struct fs_context *fc)
+{
+	return lufs_tmpfs_ops->reconfigure(fc);
+}
+
+static const struct fs_context_operations lufs_context_ops = {
+	.free = lufs_free_fc,
+	.parse_param = lufs_parse_param,
+	.parse_monolithic = lufs_parse_monolithic,
+	.get_tree = lufs_get_tree,
+	.reconfigure = lufs_reconfigure,
+};
+
+/*
+ * tmpfs makes the context (its options in fc->fs_private, its
+ * operations); ours take session= and wrap the rest.
+ */
+static int lufs_init_fs_context(struct fs_context *fc)
+{
+	struct file_system_type *tmpfs;
+	struct lufs_fc *ctx;
+	int err;
+
+	ctx = kzalloc_obj(*ctx, GFP_KERNEL);
+	if (!ctx)
+		return -ENOMEM;
+	/* Built in: the type holds no module reference to drop. */
+	tmpfs = get_fs_type("tmpfs");
+	err = tmpfs ? tmpfs->init_fs_context(fc) : -ENODEV;
+	if (err) {
+		kfree(ctx);
+		return err;
+	}
+	if (!lufs_tmpfs_ops)
+		lufs_tmpfs_ops = fc->ops;
+	if (WARN_ON_ONCE(fc->ops != lufs_tmpfs_ops || !fc->ops->parse_param ||
+			 !fc->ops->parse_monolithic || !fc->ops->reconfigure)) {
+		fc->ops->free(fc);
+		fc->ops = NULL;
+		kfree(ctx);
+		return -ENODEV;
+	}
+	ctx->fc = fc;
+	scoped_guard(spinlock, &lufs_contexts_lock)
+		list_add(&ctx->node, &lufs_contexts);
+	fc->ops = &lufs_context_ops;
+	return 0;
+}
+
+/* The last unmount in NORMAL, or an instance never made whole. */
+static void lufs_kill_sb(struct super_block *sb)
+{
+	struct lufs_instance *inst = lufs_of_sb(sb);
+
+	if (inst) {
+		scoped_guard(spinlock, &lufs_list_lock) {
+			inst->sb = NULL;
+			list_del(&inst->node);
+		}
+	}
+	kill_anon_super(sb);
+	if (!inst)
+		return;
+	scoped_guard(mutex, &lu.lock) {
+		/* Past the reboot notifier the table is written: keep it. */
+		if (lu.rebooting)
+			inst->session->fs = NULL;
+		else
+			lu_session_free(inst->session);
+	}
+	xa_destroy(&inst->restored);
+	kfree(inst);
+}
+
+static struct file_system_type lufs_type = {
+	.owner = THIS_MODULE,
+	.name = "liveupdatefs",
+	.init_fs_context = lufs_init_fs_context,
+	.kill_sb = lufs_kill_sb,
+	.fs_flags = FS_MGTIME,
+};
+
+int lufs_init(void)
+{
+	return register_filesystem(&lufs_type);
+}
+
+void lufs_exit(void)
+{
+	unregister_filesystem(&lufs_type);
+}

@@ -1,0 +1,49 @@
+"""liveupdatefs helpers on the host: mountinfo parsing and option checks
+(mounting itself is tested in the guest: selftests/pytest/test_fs_kexec.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from liveupdate import fs
+from liveupdate.cli import main
+
+MOUNTINFO = """\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 22 0:35 / /srv/app rw,relatime shared:20 - liveupdatefs app rw,size=8388608k,mode=700
+41 22 0:36 / /srv/with\\040space rw,relatime shared:21 - liveupdatefs vm\\0401 rw,nr_inodes=10
+42 22 0:37 / /tmp rw - tmpfs tmpfs rw
+"""
+
+
+def test_instances_reads_liveupdatefs_mounts_only(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(MOUNTINFO)
+    found = fs.instances(info)
+    assert [(i.session, i.mountpoint, i.options) for i in found] == [
+        ("app", "/srv/app", "rw,size=8388608k,mode=700"),
+        ("vm 1", "/srv/with space", "rw,nr_inodes=10"),
+    ]
+    # Not mounted here: no usage figures, no failure.
+    assert (found[0].used_bytes, found[0].size_bytes) == (0, 0)
+
+
+@pytest.mark.parametrize("name", ["", "a" * 64, "a,b", "a=b", "a b", "back\\slash"])
+def test_bad_session_names_are_refused_before_mount(name: str) -> None:
+    with pytest.raises(ValueError):
+        fs.mount(name, Path("/nonexistent"))
+
+
+def test_cli_refuses_session_in_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["fs", "mount", "app", "/srv/app", "-o", "session=other"])
+    assert e.value.code == 2
+    assert "give the session as SESSION" in capsys.readouterr().err
+
+
+def test_cli_mount_failure_names_the_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # No liveupdatefs here (the host has no module): mount(8) fails.
+    assert main(["--json", "fs", "mount", "app", str(tmp_path / "missing")]) == 1
+    assert '"error": "mount app on' in capsys.readouterr().out
