@@ -54,6 +54,12 @@ module_param_string(test_miswrite_memfd, test_miswrite_memfd,
 MODULE_PARM_DESC(test_miswrite_memfd,
 		 "testing: at kexec, write these memfds' headers wrong, checksums right: TOKEN:FIELD=VALUE or TOKEN:FIELD^=VALUE,... (FIELD: size, pos, seals, records_crc, nr_folios, folios_pages, folios_order, folios_first; VALUE \"table\": the page the next kernel frees first, the table's page list)");
 
+static char test_damage_tree[96];
+module_param_string(test_damage_tree, test_damage_tree,
+		    sizeof(test_damage_tree), 0600);
+MODULE_PARM_DESC(test_damage_tree,
+		 "testing: at kexec, flip bit BIT of liveupdatefs instance SESSION's tree (its nodes, then its names): SESSION:BIT");
+
 /**
  * lu_debug_field_named - look a field up by name
  * @fields: a table ending with an empty entry
@@ -203,6 +209,27 @@ bool lu_debug_damage_memfd_bit(u64 token, u64 *bit)
 		found = !colon || !kstrtou64(colon, 0, bit);
 	}
 	return found;
+}
+
+/**
+ * lu_debug_damage_tree_bit - which bit test_damage_tree flips for an instance
+ * @session: the instance's session name
+ * @bit:     set to the bit to flip
+ *
+ * Return: true if test_damage_tree names @session.
+ */
+bool lu_debug_damage_tree_bit(const char *session, u64 *bit)
+{
+	char spec[sizeof(test_damage_tree)], *colon;
+
+	kernel_param_lock(THIS_MODULE);
+	strscpy(spec, test_damage_tree, sizeof(spec));
+	kernel_param_unlock(THIS_MODULE);
+	colon = strrchr(spec, ':');
+	if (!colon)
+		return false;
+	*colon++ = 0;
+	return !strcmp(spec, session) && !kstrtou64(colon, 0, bit);
 }
 
 /**

@@ -27,6 +27,8 @@
  * truncation fail with EPERM, as for preserved memfds); renames, removals
  * and attribute changes are carried as of the kexec.
  *
+ * A mount without session= is the control instance (lu_fs_control.c).
+ *
  * In the next kernel the first mount of NAME builds the tree in a new
  * instance, restores every file into it and ends the hand-over of the
  * incoming session; the instance then goes on as NAME's outgoing session.
@@ -49,6 +51,7 @@
 #include <linux/fs_context.h>
 #include <linux/fs_parser.h>
 #include <linux/kdev_t.h>
+#include <linux/mm.h>
 #include <linux/mount.h>
 #include <linux/namei.h>
 #include <linux/slab.h>
@@ -81,6 +84,8 @@ static LIST_HEAD(lufs_instances);
 static DEFINE_SPINLOCK(lufs_list_lock);
 static DEFINE_MUTEX(lufs_lock);
 
+static struct file_system_type lufs_type;
+
 /* tmpfs's fs_context operations, which ours wrap. */
 static const struct fs_context_operations *lufs_tmpfs_ops;
 
@@ -90,6 +95,8 @@ static const struct fs_context_operations *lufs_tmpfs_ops;
  * @fc:      the request
  * @session: the session= option
  * @options: an option other than session= was given
+ * @internal: lufs_make_sb()'s own request: tmpfs makes the superblock
+ * @opts:    the options tmpfs took (struct lufs_opt)
  * @want:    the superblock sget_fc() is to find
  *
  * fc->fs_private is tmpfs's, so ours are looked up by @fc.
@@ -99,7 +106,16 @@ struct lufs_fc {
 	struct fs_context *fc;
 	char session[LIVEUPDATE_SESSION_NAME_LENGTH];
 	bool options;
+	bool internal;
+	struct list_head opts;
 	struct super_block *want;
+};
+
+/* An option tmpfs took, kept to make the instance with (lufs_make_sb()). */
+struct lufs_opt {
+	struct list_head node;
+	char *key;
+	char *value;
 };
 
 static LIST_HEAD(lufs_contexts);
@@ -523,6 +539,27 @@ static int lufs_tree_freeze(struct lu_file *lf)
 	return 0;
 }
 
+#ifdef LU_DEBUG
+/**
+ * lufs_debug_damage - test hook: damage a tree as if in transit
+ * @lf: an outgoing file, frozen, its checksums written (others are left)
+ *
+ * Flips bit BIT of the tree's area (its nodes, then its names) if the
+ * debug module's test_damage_tree names the instance: SESSION:BIT.
+ */
+void lufs_debug_damage(struct lu_file *lf)
+{
+	struct lufs_tree *tree = lf->priv;
+	u64 bit;
+
+	if (lf->handler != &lu_fs_tree_handler || !tree || !tree->area ||
+	    !lu_debug_damage_tree_bit(lf->session->name, &bit) ||
+	    bit / 8 >= tree->bytes)
+		return;
+	((u8 *)tree->area)[bit / 8] ^= 1 << (bit % 8);
+}
+#endif
+
 /* ---- new kernel ---- */
 
 static const char *lufs_check_name(const char *name, u32 len)
@@ -604,8 +641,10 @@ static int lufs_tree_load(struct lu_file *lf, struct lufs_tree *t)
 	}
 	bytes = ser->nr_nodes * sizeof(struct lu_ser_fs_node) +
 		ser->names_bytes;
-	if (bytes > (size_t)ser->area.total_pages * PAGE_SIZE) {
-		lufs_damaged(lf, "area too small");
+	/* Larger than memory: damaged, not a reason to retry. */
+	if (bytes > (size_t)ser->area.total_pages * PAGE_SIZE ||
+	    ser->area.total_pages > totalram_pages()) {
+		lufs_damaged(lf, "area of the wrong size");
 		return -EIO;
 	}
 	bounce = kmalloc(LU_READ_BOUNCE_SIZE, GFP_KERNEL);
@@ -981,12 +1020,35 @@ void lufs_release(struct lu_session *session)
 static int lufs_parse_param(struct fs_context *fc, struct fs_parameter *param)
 {
 	struct lufs_fc *ctx = lufs_fc_of(fc);
+	struct lufs_opt *opt;
 	size_t len;
+	int err;
 
 	if (strcmp(param->key, "session")) {
-		if (strcmp(param->key, "source"))
-			ctx->options = true;
-		return lufs_tmpfs_ops->parse_param(fc, param);
+		if (!strcmp(param->key, "source"))
+			return lufs_tmpfs_ops->parse_param(fc, param);
+		if (param->type != fs_value_is_string &&
+		    param->type != fs_value_is_flag)
+			return invalfc(fc, "%s: a string or a flag", param->key);
+		err = lufs_tmpfs_ops->parse_param(fc, param);
+		if (err)
+			return err;
+		opt = kzalloc_obj(*opt, GFP_KERNEL);
+		if (opt)
+			opt->key = kstrdup(param->key, GFP_KERNEL);
+		if (opt && param->type == fs_value_is_string)
+			opt->value = kstrdup(param->string, GFP_KERNEL);
+		if (!opt || !opt->key ||
+		    (param->type == fs_value_is_string && !opt->value)) {
+			if (opt) {
+				kfree(opt->key);
+				kfree(opt);
+			}
+			return -ENOMEM;
+		}
+		list_add_tail(&opt->node, &ctx->opts);
+		ctx->options = true;
+		return 0;
 	}
 	if (param->type != fs_value_is_string)
 		return invalfc(fc, "session: a name is needed");
@@ -1096,6 +1158,54 @@ static int lufs_take_incoming(struct lufs_instance *inst, const char *name)
 	return 0;
 }
 
+/*
+ * Makes an instance's superblock through a request of our own, with the
+ * options @ctx took, so that it is whole (born) before anything else
+ * uses it. Return: a mount of it, or an ERR_PTR().
+ */
+static struct vfsmount *lufs_make_sb(struct lufs_fc *ctx)
+{
+	struct vfsmount *mnt = ERR_PTR(-ENOMEM);
+	struct lufs_fc *own;
+	struct lufs_opt *opt;
+	struct fs_context *fc;
+	int err = 0;
+
+	fc = fs_context_for_mount(&lufs_type, 0);
+	if (IS_ERR(fc))
+		return ERR_CAST(fc);
+	own = lufs_fc_of(fc);
+	own->internal = true;
+	err = vfs_parse_fs_string(fc, "source", ctx->session);
+	list_for_each_entry(opt, &ctx->opts, node) {
+		if (err)
+			break;
+		err = vfs_parse_fs_string(fc, opt->key, opt->value);
+	}
+	mnt = err ? ERR_PTR(err) : fc_mount(fc);
+	put_fs_context(fc);
+	return mnt;
+}
+
+/*
+ * The request's superblock is the instance's: sget_fc() finds it (and
+ * takes an active reference, s_umount held, as get_tree must return it).
+ */
+static int lufs_share_sb(struct fs_context *fc, struct lufs_fc *ctx,
+			 struct super_block *sb)
+{
+	ctx->want = sb;
+	sb = sget_fc(fc, lufs_test_super, lufs_refuse_super);
+	if (IS_ERR(sb))
+		return PTR_ERR(sb);
+	fc->root = dget(sb->s_root);
+	return 0;
+}
+
+/*
+ * A new instance: its session, its superblock, and the incoming session
+ * of its name to restore, if the previous kernel carried one.
+ */
 static int lufs_new_instance(struct fs_context *fc, struct lufs_fc *ctx)
 {
 	struct lufs_instance *inst;
@@ -1112,42 +1222,43 @@ static int lufs_new_instance(struct fs_context *fc, struct lufs_fc *ctx)
 	if (err)
 		goto err_free;
 	inst->session = session;
-	err = lufs_tmpfs_ops->get_tree(fc);
-	if (err)
-		goto err_session;
-	inst->sb = fc->root->d_sb;
-	/* Made first: once the incoming session is taken, nothing fails. */
-	mnt = vfs_create_mount(fc);
+	mnt = lufs_make_sb(ctx);
 	if (IS_ERR(mnt)) {
 		err = PTR_ERR(mnt);
-		goto err_tree;
+		goto err_session;
 	}
+	inst->sb = mnt->mnt_sb;
 	scoped_cond_guard(mutex_kill, err = -EINTR, &lu.lock)
 		err = lufs_take_incoming(inst, ctx->session);
-	if (err)
-		errorfc(fc, "session %s came from the previous kernel, not as an instance that can be taken",
-			ctx->session);
-	if (err || !inst->incoming) {
-		/* Not an internal mount: its last put waits for the task's return. */
-		mntput(mnt);
-		if (err)
-			goto err_tree;
-	} else {
-		inst->restore_mnt = mnt;
+	if (err) {
+		if (err == -EBUSY)
+			errorfc(fc, "session %s came from the previous kernel, not as an instance that can be taken",
+				ctx->session);
+		goto err_mnt;
 	}
+	err = lufs_share_sb(fc, ctx, inst->sb);
+	if (err && !inst->incoming)
+		goto err_mnt;
+	if (inst->incoming)
+		inst->restore_mnt = mnt;
 	scoped_guard(spinlock, &lufs_list_lock)
 		list_add_tail(&inst->node, &lufs_instances);
-	if (inst->incoming) {
-		err = lufs_restore(inst);
-		if (err) {
-			lufs_drop_tree(fc);
-			return err;
-		}
+	if (!inst->incoming) {
+		/* The mount holds the instance now. */
+		mntput(mnt);
+		return 0;
 	}
-	return 0;
+	/* From here a failure keeps the instance pinned, for a retry. */
+	if (err)
+		return err;
+	err = lufs_restore(inst);
+	if (err)
+		lufs_drop_tree(fc);
+	return err;
 
-err_tree:
-	lufs_drop_tree(fc);
+err_mnt:
+	/* Not an internal mount: the superblock dies at the task's return. */
+	mntput(mnt);
 err_session:
 	scoped_guard(mutex, &lu.lock)
 		lu_session_free(session);
@@ -1163,8 +1274,13 @@ static int lufs_get_tree(struct fs_context *fc)
 	struct super_block *sb;
 	int err;
 
-	if (!ctx->session[0])
-		return invalfc(fc, "session=NAME is needed");
+	if (ctx->internal)
+		return lufs_tmpfs_ops->get_tree(fc);
+	if (!ctx->session[0]) {
+		if (ctx->options)
+			return invalfc(fc, "the control instance takes no options");
+		return lufs_control_get_tree(fc);
+	}
 	/* The mount's source is the session: /proc/mounts names it. */
 	kfree(fc->source);
 	fc->source = kstrdup(ctx->session, GFP_KERNEL);
@@ -1180,21 +1296,18 @@ static int lufs_get_tree(struct fs_context *fc)
 		return -EBUSY;
 	}
 	scoped_guard(spinlock, &lufs_list_lock)
-		ctx->want = inst->sb;
-	if (!ctx->want)
+		sb = inst->sb;
+	if (!sb)
 		return -EBUSY;
-	sb = sget_fc(fc, lufs_test_super, lufs_refuse_super);
-	if (IS_ERR(sb))
-		return PTR_ERR(sb);
-	fc->root = dget(sb->s_root);
+	err = lufs_share_sb(fc, ctx, sb);
+	if (err)
+		return err;
 	if (inst->incoming) {
 		err = lufs_restore(inst);
-		if (err) {
+		if (err)
 			lufs_drop_tree(fc);
-			return err;
-		}
 	}
-	return 0;
+	return err;
 }
 
 static void lufs_free_fc(struct fs_context *fc)
@@ -1202,8 +1315,15 @@ static void lufs_free_fc(struct fs_context *fc)
 	struct lufs_fc *ctx = lufs_fc_of(fc);
 
 	if (ctx) {
+		struct lufs_opt *opt, *next;
+
 		scoped_guard(spinlock, &lufs_contexts_lock)
 			list_del(&ctx->node);
+		list_for_each_entry_safe(opt, next, &ctx->opts, node) {
+			kfree(opt->key);
+			kfree(opt->value);
+			kfree(opt);
+		}
 		kfree(ctx);
 	}
 	if (lufs_tmpfs_ops && lufs_tmpfs_ops->free)
@@ -1217,6 +1337,11 @@ static int lufs_parse_monolithic(struct fs_context *fc, void *data)
 
 static int lufs_reconfigure(struct fs_context *fc)
 {
+	struct lufs_fc *ctx = lufs_fc_of(fc);
+
+	if (lufs_control_sb(fc->root->d_sb))
+		return ctx->options ?
+		       invalfc(fc, "the control instance takes no options") : 0;
 	return lufs_tmpfs_ops->reconfigure(fc);
 }
 
@@ -1258,6 +1383,7 @@ static int lufs_init_fs_context(struct fs_context *fc)
 		return -ENODEV;
 	}
 	ctx->fc = fc;
+	INIT_LIST_HEAD(&ctx->opts);
 	scoped_guard(spinlock, &lufs_contexts_lock)
 		list_add(&ctx->node, &lufs_contexts);
 	fc->ops = &lufs_context_ops;

@@ -52,6 +52,7 @@
 #include <linux/types.h>
 #include <linux/xarray.h>
 
+struct fs_context;
 struct lufs_instance;
 
 #include <liveupdate/participant.h>
@@ -185,6 +186,7 @@ struct lu_state {
 extern struct lu_state lu;
 
 /* lu_main.c: ioctl dispatch shared by /dev/liveupdate and session fds */
+extern const struct file_operations lu_device_fops;
 struct lu_ucmd {
 	void __user *ubuffer;
 	u32 user_size;
@@ -221,6 +223,9 @@ int lu_ucmd_respond(struct lu_ucmd *ucmd, size_t size);
 extern const struct attribute_group *lu_state_groups[];
 int lu_ioctl_get_state(void *ctx, struct lu_ucmd *ucmd);
 int lu_ioctl_set_event(void *ctx, struct lu_ucmd *ucmd);
+int lu_state_run_event(struct liveupdate_set_event *arg, bool *ran);
+int lu_state_event_named(const char *name);
+const char *lu_state_name(void);
 void lu_state_kexec(void);
 void lu_state_session_finished(void);
 bool lu_state_holds_sessions(void);
@@ -237,6 +242,7 @@ int lu_session_create(const char *name, struct file **filep);
 int lu_session_create_fs(const char *name, struct lufs_instance *fs,
 			 struct lu_session **sessionp);
 struct lu_session *lu_session_find_incoming(const char *name);
+struct lu_session *lu_session_find_outgoing(const char *name);
 int lu_session_retrieve(const char *name, struct file **filep);
 int lu_session_add_incoming(const char *name, struct lu_session **sessionp);
 void lu_session_discard_incoming(void);
@@ -292,6 +298,10 @@ void lufs_exit(void);
 int lufs_collect(struct lu_session *session);
 void lufs_release(struct lu_session *session);
 struct file *lufs_restored_file(struct lu_file *lf);
+
+/* lu_fs_control.c: liveupdatefs's control instance */
+int lufs_control_get_tree(struct fs_context *fc);
+bool lufs_control_sb(const struct super_block *sb);
 
 /* lu_kho.c */
 u32 lu_crc(const void *p, size_t len, u32 crc);
@@ -352,7 +362,9 @@ bool lu_debug_fail_folio(void);
 void lu_debug_damage(struct lu_ser_root *root, void *table,
 		     size_t data_offset);
 bool lu_debug_damage_memfd_bit(u64 token, u64 *bit);
+bool lu_debug_damage_tree_bit(const char *session, u64 *bit);
 void lu_memfd_debug_damage(struct lu_file *lf);
+void lufs_debug_damage(struct lu_file *lf);
 bool lu_debug_miswrite_memfd(u64 token, char *field, size_t len, u64 *value,
 			     bool *xor);
 void lu_memfd_debug_miswrite(struct lu_file *lf, void *data, u32 size);
@@ -368,6 +380,7 @@ static inline bool lu_debug_fail_folio(void) { return false; }
 static inline void lu_debug_damage(struct lu_ser_root *root, void *table,
 				   size_t data_offset) { }
 static inline void lu_memfd_debug_damage(struct lu_file *lf) { }
+static inline void lufs_debug_damage(struct lu_file *lf) { }
 static inline void lu_memfd_debug_miswrite(struct lu_file *lf, void *data,
 					   u32 size) { }
 static inline void lu_debug_init(void) { }

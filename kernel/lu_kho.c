@@ -487,8 +487,10 @@ void lu_kho_write_table(void)
 			ser_file++;
 			nr_files++;
 			/* Test hook: damage after the file's checksums. */
-			if (lu.rebooting)
+			if (lu.rebooting) {
 				lu_memfd_debug_damage(lf);
+				lufs_debug_damage(lf);
+			}
 		}
 		ser_session++;
 		cond_resched();

@@ -209,7 +209,8 @@ static int lu_device_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
-static const struct file_operations lu_device_fops = {
+/* Also liveupdatefs's control file (lu_fs.c). */
+const struct file_operations lu_device_fops = {
 	.owner = THIS_MODULE,
 	.open = lu_device_open,
 	.release = lu_device_release,

@@ -1369,7 +1369,8 @@ void lu_memfd_debug_damage(struct lu_file *lf)
 	u64 bit, byte, records;
 	u8 *at;
 
-	if (lf->handler != &lu_memfd_handler || !m || !m->ser ||
+	if ((lf->handler != &lu_memfd_handler &&
+	     lf->handler != &lu_fs_file_handler) || !m || !m->ser ||
 	    !lu_debug_damage_memfd_bit(lf->token, &bit))
 		return;
 	records = m->arr.nr * sizeof(struct lu_ser_folio);
@@ -1415,7 +1416,8 @@ void lu_memfd_debug_miswrite(struct lu_file *lf, void *data, u32 size)
 	u64 value;
 	bool xor;
 
-	if (lf->handler != &lu_memfd_handler ||
+	if ((lf->handler != &lu_memfd_handler &&
+	     lf->handler != &lu_fs_file_handler) ||
 	    size < sizeof(struct lu_ser_memfd) ||
 	    !lu_debug_miswrite_memfd(lf->token, name, sizeof(name), &value,
 				     &xor))

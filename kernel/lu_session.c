@@ -433,6 +433,18 @@ struct lu_session *lu_session_find_incoming(const char *name)
 }
 
 /**
+ * lu_session_find_outgoing - an outgoing session by name
+ * @name: the name
+ *
+ * Return: the session, or NULL.
+ */
+struct lu_session *lu_session_find_outgoing(const char *name)
+{
+	lockdep_assert_held(&lu.lock);
+	return lu_session_find(lu_outgoing_names, name);
+}
+
+/**
  * lu_session_retrieve - take an incoming session
  * @name:  a valid name (checked by the caller)
  * @filep: the session's new file

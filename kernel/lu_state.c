@@ -269,12 +269,17 @@ static int (*const lu_events[])(struct liveupdate_set_event *arg) = {
 	[LIVEUPDATE_EVENT_FINISH] = lu_event_finish,
 };
 
-/* The struct goes back to the caller on failure too: it names the file. */
-int lu_ioctl_set_event(void *ctx, struct lu_ucmd *ucmd)
+/**
+ * lu_state_run_event - run an event, as SET_EVENT and liveupdatefs do
+ * @arg: the event in @arg->event; the results are written into it
+ * @ran: set to whether the event ran (then @arg says how it went)
+ *
+ * Return: 0 or the event's error; -EOPNOTSUPP for an unknown event,
+ * -EINTR if killed while waiting, -EBUSY after the reboot notifier.
+ */
+int lu_state_run_event(struct liveupdate_set_event *arg, bool *ran)
 {
-	struct liveupdate_set_event *arg = ucmd->cmd;
-	int err, rerr;
-
+	*ran = false;
 	if (arg->event >= ARRAY_SIZE(lu_events) || !lu_events[arg->event])
 		return -EOPNOTSUPP;
 	arg->nr_sessions = 0;
@@ -285,8 +290,44 @@ int lu_ioctl_set_event(void *ctx, struct lu_ucmd *ucmd)
 	scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
 		if (lu.rebooting)
 			return -EBUSY;
-		err = lu_events[arg->event](arg);
+		*ran = true;
+		return lu_events[arg->event](arg);
 	}
+	return 0;
+}
+
+/**
+ * lu_state_event_named - an event by its name ("prepare", ...)
+ * @name: the name
+ *
+ * Return: the event, or -EINVAL.
+ */
+int lu_state_event_named(const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(lu_event_names); i++)
+		if (lu_event_names[i] && !strcmp(lu_event_names[i], name))
+			return i;
+	return -EINVAL;
+}
+
+/* The state's name, without the lock: "normal", "prepared", ... */
+const char *lu_state_name(void)
+{
+	return lu_state_names[READ_ONCE(lu.state)];
+}
+
+/* The struct goes back to the caller on failure too: it names the file. */
+int lu_ioctl_set_event(void *ctx, struct lu_ucmd *ucmd)
+{
+	struct liveupdate_set_event *arg = ucmd->cmd;
+	int err, rerr;
+	bool ran;
+
+	err = lu_state_run_event(arg, &ran);
+	if (!ran)
+		return err;
 	rerr = lu_ucmd_respond(ucmd, sizeof(*arg));
 	return err ?: rerr;
 }

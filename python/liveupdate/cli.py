@@ -274,6 +274,12 @@ def cmd_fs_list(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_fs_state(args: argparse.Namespace, out: Output) -> int:
+    now = fs.set_state(args.event) if args.event else fs.state()
+    out.result({"state": now, "control": str(fs.control())}, now)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liveupdate", description="Drive live updates through /dev/liveupdate.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -345,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="tmpfs options for a new instance: size=, mode=, uid=, gid=, huge=")
     fs_mount.set_defaults(run=cmd_fs_mount)
     fs_sub.add_parser("list", parents=[common], help="mounted instances").set_defaults(run=cmd_fs_list)
+    fs_state = fs_sub.add_parser("state", parents=[common],
+                                 help="the state, or run EVENT, through the mounted control instance")
+    fs_state.add_argument("event", nargs="?", choices=fs.EVENTS, metavar="EVENT",
+                          help="prepare, freeze, cancel or finish")
+    fs_state.set_defaults(run=cmd_fs_state)
     return parser
 
 

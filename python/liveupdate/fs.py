@@ -2,7 +2,9 @@
 
 ``mount()`` runs mount(8), since the standard library has no mount(2);
 ``instances()`` reads /proc/self/mountinfo, where an instance's source is
-the name of its session.
+the name of its session. A mount without a session is the control
+instance (its options say ``control``): ``state()`` and ``set_state()``
+read and write its ``state`` file.
 """
 
 from __future__ import annotations
@@ -39,22 +41,64 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def instances(mountinfo: Path = MOUNTINFO) -> list[Instance]:
-    """Every liveupdatefs mount this process can see, in mount order."""
+def _mounts(mountinfo: Path) -> list[tuple[str, str, str]]:
+    """(source, mount point, super options) of each liveupdatefs mount."""
     found = []
     for line in mountinfo.read_text().splitlines():
         left, _, right = line.partition(" - ")
         fields, rest = left.split(), right.split(" ", 2)
-        if len(fields) < 5 or len(rest) < 3 or rest[0] != FSTYPE:
+        if len(fields) >= 5 and len(rest) == 3 and rest[0] == FSTYPE:
+            found.append((_unescape(rest[1]), _unescape(fields[4]), rest[2]))
+    return found
+
+
+def _is_control(options: str) -> bool:
+    return "control" in options.split(",")
+
+
+def instances(mountinfo: Path = MOUNTINFO) -> list[Instance]:
+    """Every mounted instance this process can see, in mount order."""
+    found = []
+    for source, mountpoint, options in _mounts(mountinfo):
+        if _is_control(options):
             continue
-        mountpoint = _unescape(fields[4])
         try:
             st = os.statvfs(mountpoint)
             used, size = (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
         except OSError:  # hidden by a later mount on top, or gone meanwhile
             used = size = 0
-        found.append(Instance(_unescape(rest[1]), mountpoint, rest[2], used, size))
+        found.append(Instance(source, mountpoint, options, used, size))
     return found
+
+
+def control(mountinfo: Path = MOUNTINFO) -> Path:
+    """Where the control instance is mounted (the first such mount)."""
+    for _, mountpoint, options in _mounts(mountinfo):
+        if _is_control(options):
+            return Path(mountpoint)
+    raise FsError(f"no control instance mounted: mount -t {FSTYPE} none DIR")
+
+
+EVENTS = ("prepare", "freeze", "cancel", "finish")
+
+
+def state(mountinfo: Path = MOUNTINFO) -> str:
+    """The live update's state, from the control instance: normal, prepared, ..."""
+    return (control(mountinfo) / "state").read_text().strip()
+
+
+def set_state(event: str, mountinfo: Path = MOUNTINFO) -> str:
+    """Run ``event`` (prepare, freeze, cancel, finish) through the control
+    instance; return the state after it. The kernel's error is raised as
+    an OSError naming the event."""
+    if event not in EVENTS:
+        raise ValueError(f"event {event!r}: one of {', '.join(EVENTS)}")
+    path = control(mountinfo) / "state"
+    try:
+        path.write_text(event)
+    except OSError as e:
+        raise OSError(e.errno, f"{event} through {path}: {e.strerror}") from None
+    return state(mountinfo)
 
 
 def check_session_name(name: str) -> None:

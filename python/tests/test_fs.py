@@ -15,6 +15,7 @@ MOUNTINFO = """\
 40 22 0:35 / /srv/app rw,relatime shared:20 - liveupdatefs app rw,size=8388608k,mode=700
 41 22 0:36 / /srv/with\\040space rw,relatime shared:21 - liveupdatefs vm\\0401 rw,nr_inodes=10
 42 22 0:37 / /tmp rw - tmpfs tmpfs rw
+43 22 0:38 / /run/liveupdate rw - liveupdatefs none rw,control
 """
 
 
@@ -47,3 +48,18 @@ def test_cli_mount_failure_names_the_instance(tmp_path: Path, capsys: pytest.Cap
     # No liveupdatefs here (the host has no module): mount(8) fails.
     assert main(["--json", "fs", "mount", "app", str(tmp_path / "missing")]) == 1
     assert '"error": "mount app on' in capsys.readouterr().out
+
+
+def test_control_is_found_and_not_an_instance(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(MOUNTINFO)
+    assert fs.control(info) == Path("/run/liveupdate")
+    assert "none" not in [i.session for i in fs.instances(info)]
+    info.write_text(MOUNTINFO.replace(",control", ""))
+    with pytest.raises(fs.FsError, match="no control instance mounted"):
+        fs.control(info)
+
+
+def test_set_state_refuses_unknown_events() -> None:
+    with pytest.raises(ValueError, match="one of prepare"):
+        fs.set_state("reboot")

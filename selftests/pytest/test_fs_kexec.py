@@ -6,11 +6,15 @@ a fifo, a device node, an empty file), with their own modes, owners and
 times, records where each page of the files lives (pagemap), and lets the
 reboot notifier carry it. Kernel 2 mounts the instance again: the whole
 tree must come back, every page stamped as before, holes still holes,
-and every page at the physical address it had (zero copy).
+and every page at the physical address it had (zero copy). QEMU keeps a
+guest's RAM in a file of another instance and finds it again after the
+kexec; a third and fourth instance go through PREPARE, CANCEL and
+FREEZE.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -29,6 +33,7 @@ PAGE = stamps.PAGE
 MNT = Path("/tmp/lufs")
 SESSION = "fs-tree"
 carry = Carry("fs_kexec")
+carry_vm = Carry("fs_kexec_vm")
 
 # name -> (file id, size, stamped page ranges as (first, count))
 FILES = {
@@ -46,6 +51,13 @@ def mount(*options: str) -> subprocess.CompletedProcess[str]:
     opts = ",".join(options)
     return subprocess.run(["mount", "-t", "liveupdatefs", "-o", opts, "none", str(MNT)],
                           capture_output=True, text=True)
+
+
+def mount_at(where: Path, session: str) -> None:
+    where.mkdir(exist_ok=True)
+    r = subprocess.run(["mount", "-t", "liveupdatefs", "-o", f"session={session}", "none", str(where)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def umount() -> None:
@@ -136,15 +148,85 @@ def test_kernel1_fill_instance() -> None:
     carry.save({"tree": tree(), "frames": frames})
 
 
+VM, VM_MNT = "fs-vm", Path("/tmp/lufs-vm")
+BLOB_ADDR, BLOB_SIZE = 0x100000, 256 * 1024
+BLOB = Path(os.environ.get("LU_OUT", "/tmp")) / "fs_kexec_blob"
+
+
+def qemu(ram: Path, *args: str) -> bytes:
+    """Start QEMU paused with ``ram`` as its guest memory (a shared file
+    mapping), dump the blob's range of guest memory over the monitor, quit."""
+    dump = Path("/tmp/fs_kexec_dump")
+    dump.unlink(missing_ok=True)
+    command = ["qemu-system-x86_64", "-machine", "q35,memory-backend=ram", "-m", "64M",
+               "-object", f"memory-backend-file,id=ram,size=64M,mem-path={ram},share=on",
+               "-S", "-display", "none", "-monitor", "stdio", "-serial", "none", "-nodefaults", *args]
+    monitor = f'pmemsave {BLOB_ADDR:#x} {BLOB_SIZE} "{dump}"\nquit\n'
+    r = subprocess.run(command, input=monitor, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return dump.read_bytes()
+
+
+@pytest.mark.stage(1)
+def test_kernel1_qemu_guest_ram() -> None:
+    """QEMU keeps its guest's RAM in a file of an instance."""
+    mount_at(VM_MNT, VM)
+    BLOB.write_bytes(os.urandom(BLOB_SIZE))
+    # The loader device writes the blob into guest RAM at reset, before any
+    # guest instruction runs (-S).
+    assert qemu(VM_MNT / "ram", "-device", f"loader,file={BLOB},addr={BLOB_ADDR:#x}") == BLOB.read_bytes()
+    carry_vm.save({"frames": pfns(VM_MNT / "ram", 64 << 20)[BLOB_ADDR // PAGE:(BLOB_ADDR + BLOB_SIZE) // PAGE]})
+
+
 HELD, CANCELLED = "fs-held", "fs-cancelled"
 HELD_MNT, CANCELLED_MNT = Path("/tmp/lufs-held"), Path("/tmp/lufs-cancelled")
 
 
-def mount_at(where: Path, session: str) -> None:
-    where.mkdir(exist_ok=True)
-    r = subprocess.run(["mount", "-t", "liveupdatefs", "-o", f"session={session}", "none", str(where)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+CONTROL = Path("/tmp/lufs-control")
+
+
+def control_mount() -> None:
+    CONTROL.mkdir(exist_ok=True)
+    if not os.path.ismount(CONTROL):
+        subprocess.run(["mount", "-t", "liveupdatefs", "none", str(CONTROL)], check=True)
+
+
+def session_info(direction: str, name: str) -> dict[str, str]:
+    text = (CONTROL / "sessions" / direction / name).read_text()
+    return dict(line.split(" ", 1) for line in text.splitlines())
+
+
+@pytest.mark.stage(1)
+def test_kernel1_control_instance() -> None:
+    """A mount without session=: state, control and sessions/."""
+    control_mount()
+    assert (CONTROL / "state").read_text() == "normal\n"
+    assert sorted(os.listdir(CONTROL)) == ["control", "sessions", "state"]
+    assert sorted(os.listdir(CONTROL / "sessions/outgoing")) == [SESSION, VM]
+    assert os.listdir(CONTROL / "sessions/incoming") == []
+    assert session_info("outgoing", SESSION) == {"state": "open", "instance": "yes", "files": "0", "bytes": "0"}
+    assert not (CONTROL / "sessions/outgoing/nosuch").exists()
+    (CONTROL / "state").write_text("prepare\n")
+    assert (CONTROL / "state").read_text() == "prepared\n"
+    info = session_info("outgoing", SESSION)
+    assert info["files"] == "4" and int(info["bytes"]) >= (8 + 4 + 1 + 1024) * PAGE
+    with pytest.raises(OSError) as e:
+        (CONTROL / "state").write_text("prepare")
+    assert e.value.errno == errno.EBUSY
+    with pytest.raises(OSError) as e:
+        (CONTROL / "state").write_text("reboot")
+    assert e.value.errno == errno.EINVAL
+    r = cli("--json", "fs", "state", "cancel")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout) == {"state": "normal", "control": str(CONTROL)}
+    # control is /dev/liveupdate: its ioctls, and one opener at a time.
+    with Device(str(CONTROL / "control")) as dev:
+        assert dev.get_state().state == State.NORMAL
+        with pytest.raises(OSError) as e:
+            Device()
+        assert e.value.errno == errno.EBUSY
+    r = subprocess.run(["mount", "-t", "liveupdatefs", "-o", "size=1m", "none", "/mnt"], capture_output=True)
+    assert r.returncode != 0
 
 
 @pytest.mark.stage(1)
@@ -162,7 +244,7 @@ def test_kernel1_events() -> None:
         dev.prepare()
         prepared = dev.get_state()
         # Each instance: its tree and its regular files (a hard link once).
-        assert prepared.files - before.files == (1 + 3) + (1 + 1) + (1 + 2)
+        assert prepared.files - before.files == (1 + 3) + (1 + 1) + (1 + 1) + (1 + 2)
         subprocess.run(["umount", str(CANCELLED_MNT)], check=True)
         assert (CANCELLED_MNT / "f").exists() is False
         dev.cancel()
@@ -181,6 +263,28 @@ def test_kernel1_events() -> None:
         subprocess.run(["umount", str(HELD_MNT)], check=True)
         dev.freeze()
         assert dev.get_state().state == State.FROZEN
+
+
+@pytest.mark.stage(2)
+def test_kernel2_control_lists_incoming() -> None:
+    control_mount()
+    assert (CONTROL / "state").read_text() == "updated\n"
+    assert sorted(os.listdir(CONTROL / "sessions/incoming")) == [HELD, SESSION, VM]
+    assert session_info("incoming", HELD) == {"state": "pending", "instance": "yes", "files": "3", "bytes": "0"}
+
+
+@pytest.mark.stage(2)
+def test_kernel2_qemu_guest_ram() -> None:
+    """QEMU started again on the same file finds its guest's RAM as it was,
+    in the same physical pages."""
+    mount_at(VM_MNT, VM)
+    # Taken over: no longer incoming, outgoing again.
+    assert VM not in os.listdir(CONTROL / "sessions/incoming")
+    assert session_info("outgoing", VM)["instance"] == "yes"
+    assert qemu(VM_MNT / "ram") == BLOB.read_bytes()
+    frames = pfns(VM_MNT / "ram", 64 << 20)[BLOB_ADDR // PAGE:(BLOB_ADDR + BLOB_SIZE) // PAGE]
+    assert frames == carry_vm.load()["frames"]
+    subprocess.run(["umount", str(VM_MNT)], check=True)
 
 
 @pytest.mark.stage(2)
@@ -230,3 +334,61 @@ def test_kernel2_tree_back() -> None:
     assert mount(f"session={SESSION}").returncode == 0
     assert not any(MNT.iterdir())
     umount()
+
+
+DAMAGED, BAD_TREE = "fs-damaged", "fs-bad-tree"
+DAMAGED_MNT, BAD_TREE_MNT = Path("/tmp/lufs-damaged"), Path("/tmp/lufs-bad-tree")
+PARAMS = Path("/sys/module/liveupdate/parameters")
+carry_damage = Carry("fs_kexec_damage")
+
+
+def kernel_log() -> str:
+    return subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.stage(2)
+def test_kernel2_damage_in_transit() -> None:
+    """Damage one instance's file and another instance's tree on the way
+    (debug module hooks, after the checksums were written)."""
+    mount_at(DAMAGED_MNT, DAMAGED)
+    for name, file_id in (("good", 20), ("bad", 21)):
+        fd = os.open(DAMAGED_MNT / name, os.O_CREAT | os.O_RDWR, 0o600)
+        stamps.write(fd, file_id, 0, 8 * PAGE)
+        os.close(fd)
+    bad = (DAMAGED_MNT / "bad").stat().st_ino
+    assert (DAMAGED_MNT / "good").stat().st_ino != bad
+    mount_at(BAD_TREE_MNT, BAD_TREE)
+    (BAD_TREE_MNT / "d").mkdir()
+    # Bit 0 of the first folio record's index; bit 3 of the root's inode number.
+    (PARAMS / "test_damage_memfd").write_text(f"{bad}:0")
+    (PARAMS / "test_damage_tree").write_text(f"{BAD_TREE}:3")
+    carry_damage.save({"bad": bad})
+
+
+@pytest.mark.stage(3)
+def test_kernel3_damaged_file_comes_back_empty() -> None:
+    mount_at(DAMAGED_MNT, DAMAGED)
+    fd = os.open(DAMAGED_MNT / "good", os.O_RDONLY)
+    stamps.verify(fd, 20, 0, 8 * PAGE)
+    os.close(fd)
+    assert (DAMAGED_MNT / "bad").stat().st_size == 0
+    bad = carry_damage.load()["bad"]
+    assert f"instance {DAMAGED}: file {bad} is damaged: it stays empty" in kernel_log()
+    subprocess.run(["umount", str(DAMAGED_MNT)], check=True)
+
+
+@pytest.mark.stage(3)
+def test_kernel3_damaged_tree_refuses_every_mount() -> None:
+    BAD_TREE_MNT.mkdir(exist_ok=True)
+    for _ in range(2):
+        r = subprocess.run(["mount", "-t", "liveupdatefs", "-o", f"session={BAD_TREE}", "none",
+                            str(BAD_TREE_MNT)], capture_output=True, text=True)
+        assert r.returncode != 0
+    assert kernel_log().count(f"instance {BAD_TREE}: damaged tree: checksum mismatch") == 1
+    # FINISH ends the hand-over (the damaged pages stay reserved); the name
+    # then mounts as the instance it has become: empty.
+    with Device() as dev:
+        dev.finish()
+    mount_at(BAD_TREE_MNT, BAD_TREE)
+    assert not any(BAD_TREE_MNT.iterdir())
+    subprocess.run(["umount", str(BAD_TREE_MNT)], check=True)
