@@ -4,6 +4,7 @@
 #   make check   every test: unit tests on the host, then the guest plans
 #   make module  build kernel/liveupdate.ko (KDIR=<your KHO kernel build>)
 #   make bench   the same live updates on our module and on mainline's LUO
+#   make bench-fs  1 GiB in a liveupdatefs file against 1 GiB in a memfd
 #   make deb     the Debian packages liveupdate-dkms and python3-liveupdate
 #
 # Installs what is missing (Debian/Ubuntu packages, as root), fetches
@@ -67,7 +68,7 @@ BENCH = $(VPY) bench/run.py --python $(VPY) --module $(MODULE) \
 	--mainline $$(cat $(MAINLINE_KDIR_FILE))/arch/x86/boot/bzImage
 
 .PHONY: all deps deb packages systemd-image venv kernel kernel-mainline kernel-debug module module-debug \
-	selftests unit guest bench bench-smoke check demo clean
+	selftests unit guest bench bench-smoke bench-fs check demo clean
 
 all: module selftests
 
@@ -185,6 +186,13 @@ bench: module selftests venv kernel-mainline
 # The smallest point once per kernel, checked for sanity, results kept out of the tree.
 bench-smoke: module selftests venv kernel-mainline
 	$(BENCH) --sizes 64M --files 1 --repeats 1 --check --results build/bench-smoke
+
+# liveupdatefs against memfds, 1 GiB each (bench/fs_vs_memfd.py): preserve
+# and restore times, on the lean kernel.
+bench-fs: module venv kernel
+	@$(RUN) --quiet --kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage --module $(MODULE) \
+		--python $(VPY) --timeout 1200 --out build/runs/bench-fs bench/fs_vs_memfd.plan
+	@grep -a "LU-FSBENCH" build/runs/bench-fs/serial.log
 
 # The Debian packages (debian/): liveupdate-dkms and python3-liveupdate,
 # built in a sid root from what git tracks or would track; lintian must

@@ -210,29 +210,10 @@ void *lu_file_data_alloc(struct lu_file *lf, size_t size)
 }
 EXPORT_SYMBOL_GPL(lu_file_data_alloc);
 
-/**
- * lu_file_preserve_file - preserve @file in an outgoing session
- * @session: the session
- * @file:    the file; the session takes a reference on success
- * @handler: its handler, with a reference the session keeps on success
- * @token:   the caller's key
- * @deps:    tokens of the session's files this one depends on
- * @nr_deps: entries in @deps
- *
- * Everything is reserved before the handler runs, and the file is
- * published in the session last, so a failure leaves no trace (the
- * handler reference stays the caller's). A file preserved while PREPARED
- * is prepared at once.
- *
- * Return: 0, -EEXIST for a token in use, -EBUSY for a file carried
- * already, -EINVAL for a bad dependency list, or the handler's error.
- */
-int lu_file_preserve_file(struct lu_session *session, struct file *file,
-			  struct lu_file_handler *handler, u64 token,
-			  const u64 *deps, unsigned int nr_deps)
+/* What every new outgoing file needs first: its token free, room in the table. */
+static int lu_file_check_new(struct lu_session *session, u64 token,
+			     const u64 *deps, unsigned int nr_deps)
 {
-	unsigned long key;
-	struct lu_file *lf;
 	int err;
 
 	lockdep_assert_held(&lu.lock);
@@ -241,9 +222,23 @@ int lu_file_preserve_file(struct lu_session *session, struct file *file,
 	err = lu_file_check_deps(token, deps, nr_deps);
 	if (err)
 		return err;
-	err = lu_kho_reserve(0, 1, nr_deps, 0, 0);
-	if (err)
-		return err;
+	return lu_kho_reserve(0, 1, nr_deps, 0, 0);
+}
+
+/*
+ * Adds @file, checked by lu_file_check_new(): everything is reserved
+ * before the handler runs, and the file is published in the session
+ * last, so a failure leaves no trace (the handler reference stays the
+ * caller's).
+ */
+static int lu_file_insert(struct lu_session *session, struct file *file,
+			  struct lu_file_handler *handler, u64 token,
+			  const u64 *deps, unsigned int nr_deps)
+{
+	unsigned long key;
+	struct lu_file *lf;
+	int err;
+
 	lf = lu_file_new(session, token, handler->compatible, deps, nr_deps);
 	if (!lf)
 		return -ENOMEM;
@@ -287,6 +282,28 @@ err_destroy:
 }
 
 /**
+ * lu_file_preserve_file - preserve @file in an outgoing session
+ * @session: the session
+ * @file:    the file; the session takes a reference on success
+ * @handler: its handler, with a reference the session keeps on success
+ * @token:   the caller's key
+ * @deps:    tokens of the session's files this one depends on
+ * @nr_deps: entries in @deps
+ *
+ * A file preserved while PREPARED is prepared at once.
+ *
+ * Return: 0, -EEXIST for a token in use, -EBUSY for a file carried
+ * already, -EINVAL for a bad dependency list, or the handler's error.
+ */
+int lu_file_preserve_file(struct lu_session *session, struct file *file,
+			  struct lu_file_handler *handler, u64 token,
+			  const u64 *deps, unsigned int nr_deps)
+{
+	return lu_file_check_new(session, token, deps, nr_deps) ?:
+	       lu_file_insert(session, file, handler, token, deps, nr_deps);
+}
+
+/**
  * lu_file_preserve - preserve the file behind @fd in an outgoing session
  * @session: the session
  * @fd:      the caller's fd
@@ -296,8 +313,7 @@ err_destroy:
  *
  * Checks in mainline's order: token in use EEXIST, table space, bad fd
  * EBADF, no handler ENOENT, file carried already EBUSY, then the
- * handler's own errors (lu_file_preserve_file()). A bad dependency list
- * is EINVAL.
+ * handler's own errors. A bad dependency list is EINVAL.
  *
  * Return: 0 or a negative errno, as above.
  */
@@ -307,13 +323,7 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 	struct lu_file_handler *handler;
 	int err;
 
-	lockdep_assert_held(&lu.lock);
-	if (lu_file_find(session, token))
-		return -EEXIST;
-	err = lu_file_check_deps(token, deps, nr_deps);
-	if (err)
-		return err;
-	err = lu_kho_reserve(0, 1, nr_deps, 0, 0);
+	err = lu_file_check_new(session, token, deps, nr_deps);
 	if (err)
 		return err;
 
@@ -323,8 +333,7 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 	handler = lu_handler_for_file(file);
 	if (!handler)
 		return -ENOENT;
-	err = lu_file_preserve_file(session, file, handler, token, deps,
-				    nr_deps);
+	err = lu_file_insert(session, file, handler, token, deps, nr_deps);
 	if (err)
 		lu_handler_put(handler);
 	return err;

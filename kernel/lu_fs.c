@@ -11,10 +11,13 @@
  * other than session= apply when the instance is made; later mounts share
  * it and may not give any (-EBUSY).
  *
- * Lifetime: an instance's outgoing session is created with it; the last
- * unmount in NORMAL discards both, like closing a session fd. From
- * PREPARE until CANCEL or the kexec the module pins the instance (an
- * internal mount), so unmounting it then discards nothing.
+ * Lifetime: an instance and its outgoing session are made by the first
+ * mount of the name and kept by the module (a mount of its own) until
+ * they are removed (``rm sessions/outgoing/NAME`` in the control
+ * instance, lufs_remove()); unmounting discards nothing. Unlike a session
+ * fd, which its holder's death ends, an instance must outlive its
+ * mounts: a service's mount namespace goes with the service, and
+ * systemd unmounts every filesystem before ``systemctl kexec`` jumps.
  *
  * What is carried: at PREPARE the instance's regular files become the
  * session's files (token: inode number, handler "lufs-file-v1", a memfd's
@@ -34,15 +37,14 @@
  * incoming session; the instance then goes on as NAME's outgoing session.
  * A restore that fails transiently fails the mount and keeps its
  * progress: the next mount resumes it. A damaged tree fails every mount
- * (-EIO); a damaged file stays empty, with one log line.
+ * (-EIO) until FINISH ends the hand-over; a damaged file stays empty,
+ * with one log line.
  *
- * Locking: lufs_lock serializes mounting (finding or making an instance)
- * and is taken before lu.lock and a superblock's s_umount. Killing a
- * superblock takes lu.lock under s_umount, so nothing holds lu.lock while
- * it waits for an s_umount: the module's pins are made from an active
- * reference without it, and dropped with mntput(), which defers the last
- * put to the task's return. lufs_list_lock (a spinlock) guards the
- * instance list and each instance's @sb.
+ * Locking: lufs_lock serializes mounting and removing (finding, making or
+ * dropping an instance) and is taken before a superblock's s_umount and
+ * lu.lock. The module's mount of an instance is dropped with mntput(),
+ * which defers the last put to the task's return. lufs_list_lock (a
+ * spinlock) guards the instance list.
  */
 #include <linux/cred.h>
 #include <linux/dcache.h>
@@ -62,10 +64,9 @@
 /**
  * struct lufs_instance - a liveupdatefs superblock and its session
  * @node:        entry in lufs_instances
- * @sb:          the superblock; NULL once it is being killed
+ * @sb:          the superblock
  * @session:     its outgoing session
- * @pin:         held from PREPARE until CANCEL or the kexec
- * @restore_mnt: held while the incoming session is being restored
+ * @mnt:         the module's mount of it, which keeps it until removed
  * @incoming:    the incoming session being restored, or NULL
  * @restored:    new kernel: inode number -> dentry of each regular file
  *               the tree made, until the hand-over ends
@@ -74,8 +75,7 @@ struct lufs_instance {
 	struct list_head node;
 	struct super_block *sb;
 	struct lu_session *session;
-	struct vfsmount *pin;
-	struct vfsmount *restore_mnt;
+	struct vfsmount *mnt;
 	struct lu_session *incoming;
 	struct xarray restored;
 };
@@ -132,49 +132,17 @@ static struct lufs_fc *lufs_fc_of(struct fs_context *fc)
 	return NULL;
 }
 
-static struct lufs_instance *lufs_find(const char *name)
+/* The instance of session @name, or else of superblock @sb. */
+static struct lufs_instance *lufs_find(const char *name,
+				       const struct super_block *sb)
 {
 	struct lufs_instance *inst;
 
 	guard(spinlock)(&lufs_list_lock);
 	list_for_each_entry(inst, &lufs_instances, node)
-		if (!strcmp(inst->session->name, name))
+		if (name ? !strcmp(inst->session->name, name) : inst->sb == sb)
 			return inst;
 	return NULL;
-}
-
-static struct lufs_instance *lufs_of_sb(struct super_block *sb)
-{
-	struct lufs_instance *inst;
-
-	guard(spinlock)(&lufs_list_lock);
-	list_for_each_entry(inst, &lufs_instances, node)
-		if (inst->sb == sb)
-			return inst;
-	return NULL;
-}
-
-/*
- * A mount of @sb for the module's own use, from an active reference taken
- * without s_umount. Return: the mount, or NULL if @sb is dying.
- */
-static struct vfsmount *lufs_mount_sb(struct super_block *sb)
-{
-	struct vfsmount *mnt;
-	struct fs_context *fc;
-
-	if (!atomic_inc_not_zero(&sb->s_active))
-		return NULL;
-	fc = fs_context_for_mount(sb->s_type, 0);
-	if (IS_ERR(fc)) {
-		deactivate_super(sb);
-		return ERR_CAST(fc);
-	}
-	/* put_fs_context() drops the root and the active reference. */
-	fc->root = dget(sb->s_root);
-	mnt = vfs_create_mount(fc);
-	put_fs_context(fc);
-	return mnt;
 }
 
 /* Opens @dentry of @mnt for the module, read only or read-write. */
@@ -444,7 +412,7 @@ static int lufs_tree_snapshot(struct lu_file *lf, struct lufs_tree *out,
 	u32 crc;
 	int err;
 
-	err = lufs_snap_tree(&snap, inst->pin);
+	err = lufs_snap_tree(&snap, inst->mnt);
 	if (err)
 		goto out;
 	nodes_bytes = snap.nr * sizeof(*snap.nodes);
@@ -789,6 +757,29 @@ out:
 }
 
 /*
+ * New kernel: reads and checks the tree once, into @lf->priv (with no
+ * node to trust if it is damaged). Return: 0, -EIO, or -ENOMEM with
+ * nothing kept.
+ */
+static int lufs_tree_open_incoming(struct lu_file *lf)
+{
+	struct lufs_tree *t;
+	int err;
+
+	if (lf->priv)
+		return ((struct lufs_tree *)lf->priv)->nodes ? 0 : -EIO;
+	t = kzalloc_obj(*t, GFP_KERNEL);
+	if (!t)
+		return -ENOMEM;
+	err = lufs_tree_load(lf, t);
+	if (err == -ENOMEM)
+		kfree(t);
+	else
+		lf->priv = t;
+	return err;
+}
+
+/*
  * New kernel: the tree, made in the instance being restored (only a
  * mount restores an instance: lufs_restore()). A failure keeps what was
  * made; the next call goes on from there.
@@ -796,30 +787,21 @@ out:
 static int lufs_tree_retrieve(struct lu_file *lf)
 {
 	struct lufs_instance *inst = lf->session->fs;
-	struct lufs_tree *t = lf->priv;
+	struct lufs_tree *t;
 	struct file *root;
 	u64 i;
 	int err;
 
 	if (!inst)
 		return -EOPNOTSUPP;
-	if (!t) {
-		t = kzalloc_obj(*t, GFP_KERNEL);
-		if (!t)
-			return -ENOMEM;
-		err = lufs_tree_load(lf, t);
-		if (err == -ENOMEM) {
-			kfree(t);
-			return err;
-		}
-		lf->priv = t;
-		if (err)
-			return err;
-		t->dentries[0] = dget(inst->restore_mnt->mnt_root);
+	err = lufs_tree_open_incoming(lf);
+	if (err)
+		return err;
+	t = lf->priv;
+	if (!t->next) {
+		t->dentries[0] = dget(inst->mnt->mnt_root);
 		t->next = 1;
 	}
-	if (!t->nodes)
-		return -EIO;
 	for (; t->next < t->nr_nodes; t->next++) {
 		err = lufs_make_node(inst, t, t->next);
 		if (err) {
@@ -834,7 +816,7 @@ static int lufs_tree_retrieve(struct lu_file *lf)
 		if (err)
 			return err;
 	}
-	root = lufs_open(inst->restore_mnt, inst->restore_mnt->mnt_root,
+	root = lufs_open(inst->mnt, inst->mnt->mnt_root,
 			 O_RDONLY | O_DIRECTORY);
 	if (IS_ERR(root))
 		return PTR_ERR(root);
@@ -850,24 +832,18 @@ static int lufs_tree_retrieve(struct lu_file *lf)
  */
 static int lufs_tree_finish(struct lu_file *lf, u64 *bytes)
 {
-	struct lufs_tree *t = lf->priv;
+	bool loaded = lf->priv;
+	struct lufs_tree *t;
 	int err;
 
 	if (lf->state == LU_FILE_RETRIEVED)
 		return 0;
-	if (!t) {
-		t = kzalloc_obj(*t, GFP_KERNEL);
-		if (!t)
-			return -ENOMEM;
-		err = lufs_tree_load(lf, t);
-		if (err == -ENOMEM) {
-			kfree(t);
-			return err;
-		}
-		if (!err)
-			*bytes += t->nr_nodes * sizeof(*t->nodes) +
-				  t->names_bytes;
-	}
+	err = lufs_tree_open_incoming(lf);
+	if (err == -ENOMEM)
+		return err;
+	t = lf->priv;
+	if (!err && !loaded)
+		*bytes += t->nr_nodes * sizeof(*t->nodes) + t->names_bytes;
 	lufs_tree_free(t);
 	lf->priv = NULL;
 	return 0;
@@ -908,7 +884,7 @@ struct file *lufs_restored_file(struct lu_file *lf)
 	dentry = xa_load(&inst->restored, lf->token);
 	if (!dentry)
 		return ERR_PTR(-ENOENT);
-	return lufs_open(inst->restore_mnt, dentry, O_RDWR);
+	return lufs_open(inst->mnt, dentry, O_RDWR);
 }
 
 /* ---- PREPARE and CANCEL ---- */
@@ -950,38 +926,26 @@ static int lufs_collect_files(struct lu_session *session,
  * lufs_collect - make an instance's files the session's files
  * @session: an instance's outgoing session, with no file yet
  *
- * PREPARE, or the reboot notifier without PREPARE: pins the instance,
- * preserves its root directory as the tree's file and each regular file
+ * PREPARE, or the reboot notifier without PREPARE: preserves the
+ * instance's root directory as the tree's file and each regular file
  * (each inode once), as its tree is now. Nothing happens for a session
  * collected already. A failure undoes everything (lufs_release()).
  *
- * Return: 0, -ENODEV for an instance being discarded, or an error.
+ * Return: 0 or an error.
  */
 int lufs_collect(struct lu_session *session)
 {
 	struct lufs_instance *inst = session->fs;
 	struct lu_file_handler *handler;
-	struct super_block *sb;
-	struct vfsmount *mnt;
 	struct file *root;
 	int err;
 
 	lockdep_assert_held(&lu.lock);
 	if (xa_load(&session->tokens, LU_FS_TREE_TOKEN))
 		return 0;
-	if (!inst->pin) {
-		scoped_guard(spinlock, &lufs_list_lock)
-			sb = inst->sb;
-		mnt = sb ? lufs_mount_sb(sb) : NULL;
-		if (IS_ERR_OR_NULL(mnt))
-			return mnt ? PTR_ERR(mnt) : -ENODEV;
-		inst->pin = mnt;
-	}
-	root = lufs_open(inst->pin, inst->pin->mnt_root, O_RDONLY | O_DIRECTORY);
-	if (IS_ERR(root)) {
-		err = PTR_ERR(root);
-		goto err;
-	}
+	root = lufs_open(inst->mnt, inst->mnt->mnt_root, O_RDONLY | O_DIRECTORY);
+	if (IS_ERR(root))
+		return PTR_ERR(root);
 	handler = lu_handler_get(LU_FS_TREE_COMPATIBLE);
 	err = lu_file_preserve_file(session, root, handler, LU_FS_TREE_TOKEN,
 				    NULL, 0);
@@ -989,11 +953,9 @@ int lufs_collect(struct lu_session *session)
 		lu_handler_put(handler);
 	fput(root);
 	if (!err)
-		err = lufs_collect_files(session, inst->pin);
-	if (!err)
-		return 0;
-err:
-	lufs_release(session);
+		err = lufs_collect_files(session, inst->mnt);
+	if (err)
+		lufs_release(session);
 	return err;
 }
 
@@ -1001,18 +963,12 @@ err:
  * lufs_release - undo lufs_collect()
  * @session: an instance's outgoing session, cancelled
  *
- * The instance keeps its files; the session lets them go, and the pin.
+ * The instance keeps its files; the session lets them go.
  */
 void lufs_release(struct lu_session *session)
 {
-	struct lufs_instance *inst = session->fs;
-
 	lockdep_assert_held(&lu.lock);
 	lu_file_unpreserve_all(session);
-	/* Not an internal mount: its last put waits for the task's return. */
-	if (inst->pin)
-		mntput(inst->pin);
-	inst->pin = NULL;
 }
 
 /* ---- the filesystem ---- */
@@ -1057,7 +1013,7 @@ static int lufs_parse_param(struct fs_context *fc, struct fs_parameter *param)
 		return invalfc(fc, "session: 1 to %d bytes",
 			       LIVEUPDATE_SESSION_NAME_LENGTH - 1);
 	if (fc->purpose == FS_CONTEXT_FOR_RECONFIGURE) {
-		struct lufs_instance *inst = lufs_of_sb(fc->root->d_sb);
+		struct lufs_instance *inst = lufs_find(NULL, fc->root->d_sb);
 
 		if (!inst || strcmp(inst->session->name, param->string))
 			return invalfc(fc, "session: cannot change");
@@ -1134,8 +1090,6 @@ static int lufs_restore(struct lufs_instance *inst)
 	xa_for_each(&inst->restored, ino, dentry)
 		dput(dentry);
 	xa_destroy(&inst->restored);
-	mntput(inst->restore_mnt);
-	inst->restore_mnt = NULL;
 	lu_info("instance %s: taken over\n", inst->session->name);
 	return 0;
 }
@@ -1239,17 +1193,11 @@ static int lufs_new_instance(struct fs_context *fc, struct lufs_fc *ctx)
 	err = lufs_share_sb(fc, ctx, inst->sb);
 	if (err && !inst->incoming)
 		goto err_mnt;
-	if (inst->incoming)
-		inst->restore_mnt = mnt;
+	inst->mnt = mnt;
 	scoped_guard(spinlock, &lufs_list_lock)
 		list_add_tail(&inst->node, &lufs_instances);
-	if (!inst->incoming) {
-		/* The mount holds the instance now. */
-		mntput(mnt);
-		return 0;
-	}
-	/* From here a failure keeps the instance pinned, for a retry. */
-	if (err)
+	/* From here the instance stays, whatever happens to this mount. */
+	if (err || !inst->incoming)
 		return err;
 	err = lufs_restore(inst);
 	if (err)
@@ -1287,7 +1235,7 @@ static int lufs_get_tree(struct fs_context *fc)
 	if (!fc->source)
 		return -ENOMEM;
 	guard(mutex)(&lufs_lock);
-	inst = lufs_find(ctx->session);
+	inst = lufs_find(ctx->session, NULL);
 	if (!inst)
 		return lufs_new_instance(fc, ctx);
 	if (ctx->options) {
@@ -1390,36 +1338,51 @@ static int lufs_init_fs_context(struct fs_context *fc)
 	return 0;
 }
 
-/* The last unmount in NORMAL, or an instance never made whole. */
-static void lufs_kill_sb(struct super_block *sb)
+/**
+ * lufs_remove - discard an instance: it is carried no more
+ * @name: its session's name
+ *
+ * Its session goes at once; its files go with its last mount (none may
+ * be left).
+ *
+ * Return: 0; -ENOENT for no outgoing session of that name,
+ * -EPERM for a session that is not an instance (close its fd), -EBUSY
+ * between PREPARE and CANCEL, after the reboot notifier, or while its
+ * restore is not complete; -EINTR if killed while waiting.
+ */
+int lufs_remove(const char *name)
 {
-	struct lufs_instance *inst = lufs_of_sb(sb);
+	struct lufs_instance *inst;
+	struct lu_session *session;
 
-	if (inst) {
-		scoped_guard(spinlock, &lufs_list_lock) {
-			inst->sb = NULL;
-			list_del(&inst->node);
+	scoped_cond_guard(mutex_kill, return -EINTR, &lufs_lock) {
+		scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
+			session = lu_session_find_outgoing(name);
+			if (!session)
+				return -ENOENT;
+			inst = session->fs;
+			if (!inst)
+				return -EPERM;
+			if (lu.rebooting || lu_state_holds_sessions() ||
+			    inst->incoming)
+				return -EBUSY;
+			lu_session_free(session);
 		}
+		scoped_guard(spinlock, &lufs_list_lock)
+			list_del(&inst->node);
 	}
-	kill_anon_super(sb);
-	if (!inst)
-		return;
-	scoped_guard(mutex, &lu.lock) {
-		/* Past the reboot notifier the table is written: keep it. */
-		if (lu.rebooting)
-			inst->session->fs = NULL;
-		else
-			lu_session_free(inst->session);
-	}
+	/* Not an internal mount: the last put waits for the task's return. */
+	mntput(inst->mnt);
 	xa_destroy(&inst->restored);
 	kfree(inst);
+	return 0;
 }
 
 static struct file_system_type lufs_type = {
 	.owner = THIS_MODULE,
 	.name = "liveupdatefs",
 	.init_fs_context = lufs_init_fs_context,
-	.kill_sb = lufs_kill_sb,
+	.kill_sb = kill_anon_super,
 	.fs_flags = FS_MGTIME,
 };
 

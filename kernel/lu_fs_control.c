@@ -15,7 +15,8 @@
  * - ``sessions/outgoing/NAME`` and ``sessions/incoming/NAME``: one file
  *   per session (mainline cannot list incoming sessions at all), reading
  *   its state, whether it is a liveupdatefs instance, its files and, for
- *   an outgoing one, the memory serialized for them.
+ *   an outgoing one, the memory serialized for them. Removing an
+ *   outgoing instance's file discards the instance (lufs_remove()).
  *
  * Lookups under sessions/ ask liveupdate every time (nothing is cached):
  * sessions come and go with sessions' fds, mounts and events.
@@ -135,12 +136,14 @@ static const struct file_operations lufs_session_fops = {
 };
 
 /*
- * The directories under sessions/ take liveupdate's lock under their
- * own inode lock, and liveupdate takes instances' inode locks under its
- * lock: one filesystem type, so a class of their own keeps lockdep from
- * taking one for the other.
+ * The directories under sessions/ and their files take liveupdate's
+ * locks under their own inode locks (lookup, readdir, unlink), and
+ * liveupdate takes instances' inode locks under its lock: one filesystem
+ * type, so a class of their own keeps lockdep from taking one for the
+ * other.
  */
 static struct lock_class_key lufs_control_dir_key;
+static struct lock_class_key lufs_control_file_key;
 
 static struct inode *lufs_control_inode(struct super_block *sb, umode_t mode)
 {
@@ -150,8 +153,8 @@ static struct inode *lufs_control_inode(struct super_block *sb, umode_t mode)
 		inode->i_ino = get_next_ino();
 		inode->i_mode = mode;
 		simple_inode_init_ts(inode);
-		if (S_ISDIR(mode))
-			lockdep_set_class(&inode->i_rwsem, &lufs_control_dir_key);
+		lockdep_set_class(&inode->i_rwsem, S_ISDIR(mode) ?
+				  &lufs_control_dir_key : &lufs_control_file_key);
 	}
 	return inode;
 }
@@ -208,8 +211,22 @@ static int lufs_sessions_iterate(struct file *file, struct dir_context *ctx)
 	return 0;
 }
 
+/* rm sessions/outgoing/NAME: a liveupdatefs instance is discarded. */
+static int lufs_sessions_unlink(struct inode *dir, struct dentry *dentry)
+{
+	int err;
+
+	if (lufs_dir_incoming(dir))
+		return -EPERM;
+	err = lufs_remove(dentry->d_name.name);
+	if (!err)
+		drop_nlink(d_inode(dentry));
+	return err;
+}
+
 static const struct inode_operations lufs_sessions_iops = {
 	.lookup = lufs_sessions_lookup,
+	.unlink = lufs_sessions_unlink,
 };
 
 static const struct file_operations lufs_sessions_fops = {
@@ -221,7 +238,7 @@ static const struct file_operations lufs_sessions_fops = {
 
 /* Makes directory @name under @parent; @private tells sessions/ apart. */
 static struct dentry *lufs_control_dir(struct dentry *parent,
-				       const char *name,
+				       const char *name, umode_t mode,
 				       const struct inode_operations *iops,
 				       const struct file_operations *fops,
 				       void *private)
@@ -231,7 +248,7 @@ static struct dentry *lufs_control_dir(struct dentry *parent,
 
 	if (!dentry)
 		return NULL;
-	inode = lufs_control_inode(parent->d_sb, S_IFDIR | 0555);
+	inode = lufs_control_inode(parent->d_sb, S_IFDIR | mode);
 	if (!inode) {
 		dput(dentry);
 		return NULL;
@@ -276,17 +293,19 @@ static int lufs_control_fill(struct super_block *sb, struct fs_context *fc)
 		return err;
 	sb->s_op = &lufs_control_sops;
 	set_default_d_op(sb, &lufs_control_dops);
-	sessions = lufs_control_dir(sb->s_root, "sessions",
+	sessions = lufs_control_dir(sb->s_root, "sessions", 0555,
 				    &simple_dir_inode_operations,
 				    &simple_dir_operations, NULL);
 	if (!sessions)
 		return -ENOMEM;
-	dir = lufs_control_dir(sessions, "outgoing", &lufs_sessions_iops,
+	/* Writable: removing an instance's entry discards the instance. */
+	dir = lufs_control_dir(sessions, "outgoing", 0755, &lufs_sessions_iops,
 			       &lufs_sessions_fops, NULL);
 	if (dir) {
 		dput(dir);
 		/* Any non-NULL pointer: the incoming sessions. */
-		dir = lufs_control_dir(sessions, "incoming", &lufs_sessions_iops,
+		dir = lufs_control_dir(sessions, "incoming", 0555,
+				       &lufs_sessions_iops,
 				       &lufs_sessions_fops, sb);
 	}
 	dput(dir);

@@ -22,11 +22,11 @@
  * is taken last, under either lock.
  *
  * liveupdatefs (lu_fs.c) takes lufs_lock, then a superblock's s_umount,
- * then lu.lock: killing an instance's superblock frees its session under
- * s_umount, so nothing waits for an s_umount while it holds lu.lock.
+ * then lu.lock; its control instance's sessions/ directories take
+ * lufs_lock or lu.lock under their inode lock.
  *
- * Order, outermost first: lufs_lock; an instance's s_umount; lu.lock; a
- * session's lock; a preserved file's
+ * Order, outermost first: a control directory's inode lock; lufs_lock;
+ * an instance's s_umount; lu.lock; a session's lock; a preserved file's
  * inode lock (the memfd handler); a folio's lock; lu_handlers_lock; then
  * KHO's and the xarrays' own locks (lu.busy_files is changed under its
  * xarray lock alone, so a retrieve and a preserve cannot both take a
@@ -297,6 +297,7 @@ int lufs_init(void);
 void lufs_exit(void);
 int lufs_collect(struct lu_session *session);
 void lufs_release(struct lu_session *session);
+int lufs_remove(const char *name);
 struct file *lufs_restored_file(struct lu_file *lf);
 
 /* lu_fs_control.c: liveupdatefs's control instance */

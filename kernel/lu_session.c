@@ -14,8 +14,8 @@
  * whose fds were closed meanwhile. So a frozen set cannot shrink behind
  * the orchestrator's back, e.g. when a shutdown kills the holders.
  *
- * A liveupdatefs instance's session has no fd: its instance holds it,
- * and the last unmount in NORMAL frees it (lu_fs.c).
+ * A liveupdatefs instance's session has no fd: its instance holds it
+ * until the instance is removed (lu_fs.c).
  *
  * Incoming sessions come from the previous kernel and wait, without an
  * fd, until userspace retrieves them by name. Closing a retrieved
@@ -339,6 +339,40 @@ static struct file *lu_session_getfile(struct lu_session *session)
 	return anon_inode_getfile(name, &lu_session_fops, session, O_RDWR);
 }
 
+/*
+ * A new outgoing session, not published yet (lu_session_publish_outgoing()):
+ * -EBUSY once frozen, -EEXIST for a name in use, -ENOSPC or -ENOMEM.
+ */
+static struct lu_session *lu_session_new_outgoing(const char *name)
+{
+	struct lu_session *session;
+	int err;
+
+	lockdep_assert_held(&lu.lock);
+	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
+		return ERR_PTR(-EBUSY);
+	if (lu_session_find(lu_outgoing_names, name))
+		return ERR_PTR(-EEXIST);
+	err = lu_kho_reserve(1, 0, 0, 0, 0);
+	if (err)
+		return ERR_PTR(err);
+	session = kzalloc_obj(*session, GFP_KERNEL);
+	if (!session)
+		return ERR_PTR(-ENOMEM);
+	strscpy(session->name, name, sizeof(session->name));
+	session->state = LU_SESSION_OPEN;
+	INIT_LIST_HEAD(&session->files);
+	xa_init(&session->tokens);
+	mutex_init(&session->lock);
+	return session;
+}
+
+static void lu_session_publish_outgoing(struct lu_session *session)
+{
+	lu_session_link(session, &lu.outgoing);
+	lu.nr_out_sessions++;
+}
+
 /**
  * lu_session_create - create an outgoing session
  * @name:  a valid name (checked by the caller)
@@ -350,34 +384,20 @@ int lu_session_create(const char *name, struct file **filep)
 {
 	struct lu_session *session;
 	struct file *file;
-	int err;
 
 	ACQUIRE(mutex_kill, lock)(&lu.lock);
 	if (ACQUIRE_ERR(mutex_kill, &lock))
 		return -EINTR;
-	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
-		return -EBUSY;
-	if (lu_session_find(lu_outgoing_names, name))
-		return -EEXIST;
-	err = lu_kho_reserve(1, 0, 0, 0, 0);
-	if (err)
-		return err;
-	session = kzalloc_obj(*session, GFP_KERNEL);
-	if (!session)
-		return -ENOMEM;
-	strscpy(session->name, name, sizeof(session->name));
-	session->state = LU_SESSION_OPEN;
-	INIT_LIST_HEAD(&session->files);
-	xa_init(&session->tokens);
-	mutex_init(&session->lock);
+	session = lu_session_new_outgoing(name);
+	if (IS_ERR(session))
+		return PTR_ERR(session);
 	file = lu_session_getfile(session);
 	if (IS_ERR(file)) {
 		mutex_destroy(&session->lock);
 		kfree(session);
 		return PTR_ERR(file);
 	}
-	lu_session_link(session, &lu.outgoing);
-	lu.nr_out_sessions++;
+	lu_session_publish_outgoing(session);
 	*filep = file;
 	return 0;
 }
@@ -394,28 +414,12 @@ int lu_session_create(const char *name, struct file **filep)
 int lu_session_create_fs(const char *name, struct lufs_instance *fs,
 			 struct lu_session **sessionp)
 {
-	struct lu_session *session;
-	int err;
+	struct lu_session *session = lu_session_new_outgoing(name);
 
-	lockdep_assert_held(&lu.lock);
-	if (lu.rebooting || lu.state == LIVEUPDATE_STATE_FROZEN)
-		return -EBUSY;
-	if (lu_session_find(lu_outgoing_names, name))
-		return -EEXIST;
-	err = lu_kho_reserve(1, 0, 0, 0, 0);
-	if (err)
-		return err;
-	session = kzalloc_obj(*session, GFP_KERNEL);
-	if (!session)
-		return -ENOMEM;
-	strscpy(session->name, name, sizeof(session->name));
-	session->state = LU_SESSION_OPEN;
+	if (IS_ERR(session))
+		return PTR_ERR(session);
 	session->fs = fs;
-	INIT_LIST_HEAD(&session->files);
-	xa_init(&session->tokens);
-	mutex_init(&session->lock);
-	lu_session_link(session, &lu.outgoing);
-	lu.nr_out_sessions++;
+	lu_session_publish_outgoing(session);
 	*sessionp = session;
 	return 0;
 }

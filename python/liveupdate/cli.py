@@ -274,6 +274,12 @@ def cmd_fs_list(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_fs_remove(args: argparse.Namespace, out: Output) -> int:
+    fs.remove(args.session)
+    out.result({"removed": args.session}, f"removed instance {args.session!r}: it is carried no more")
+    return EXIT_OK
+
+
 def cmd_fs_state(args: argparse.Namespace, out: Output) -> int:
     now = fs.set_state(args.event) if args.event else fs.state()
     out.result({"state": now, "control": str(fs.control())}, now)
@@ -356,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     fs_state.add_argument("event", nargs="?", choices=fs.EVENTS, metavar="EVENT",
                           help="prepare, freeze, cancel or finish")
     fs_state.set_defaults(run=cmd_fs_state)
+    fs_remove = fs_sub.add_parser("remove", parents=[common],
+                                  help="discard SESSION's instance (unmounting keeps it)")
+    fs_remove.add_argument("session")
+    fs_remove.set_defaults(run=cmd_fs_remove)
     return parser
 
 

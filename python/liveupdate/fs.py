@@ -4,7 +4,8 @@
 ``instances()`` reads /proc/self/mountinfo, where an instance's source is
 the name of its session. A mount without a session is the control
 instance (its options say ``control``): ``state()`` and ``set_state()``
-read and write its ``state`` file.
+read and write its ``state`` file, ``remove()`` discards an instance
+(which unmounting does not).
 """
 
 from __future__ import annotations
@@ -125,3 +126,15 @@ def mount(session: str, target: Path, options: dict[str, str] | None = None) -> 
         if instance.mountpoint == where:
             return instance
     raise FsError(f"mount {session} on {target}: mounted, but not found in {MOUNTINFO}")
+
+
+def remove(session: str, mountinfo: Path = MOUNTINFO) -> None:
+    """Discard ``session``'s instance: it is carried no more, and its files
+    go with its last mount. Refused (EBUSY) between PREPARE and CANCEL;
+    EPERM for a session that is not an instance."""
+    check_session_name(session)
+    path = control(mountinfo) / "sessions" / "outgoing" / session
+    try:
+        path.unlink()
+    except OSError as e:
+        raise OSError(e.errno, f"remove instance {session}: {e.strerror}") from None

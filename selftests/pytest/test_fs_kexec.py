@@ -229,10 +229,18 @@ def test_kernel1_control_instance() -> None:
     assert r.returncode != 0
 
 
+def fs_remove(session: str) -> tuple[int, int | None]:
+    """``liveupdate fs remove``: its exit code and errno."""
+    r = cli("--json", "fs", "remove", session)
+    return r.returncode, json.loads(r.stdout).get("errno")
+
+
 @pytest.mark.stage(1)
 def test_kernel1_events() -> None:
-    """PREPARE pins every instance; CANCEL lets an unmounted one go; what
-    changes after PREPARE is carried as the DOC in lu_fs.c says."""
+    """PREPARE carries every instance, mounted or not; removing one waits
+    for CANCEL; what changes after PREPARE is carried as the DOC in lu_fs.c
+    says."""
+    control_mount()
     mount_at(CANCELLED_MNT, CANCELLED)
     (CANCELLED_MNT / "f").write_bytes(b"c" * 100)
     mount_at(HELD_MNT, HELD)
@@ -245,11 +253,17 @@ def test_kernel1_events() -> None:
         prepared = dev.get_state()
         # Each instance: its tree and its regular files (a hard link once).
         assert prepared.files - before.files == (1 + 3) + (1 + 1) + (1 + 1) + (1 + 2)
+        # Unmounting discards nothing; removing waits for CANCEL.
         subprocess.run(["umount", str(CANCELLED_MNT)], check=True)
-        assert (CANCELLED_MNT / "f").exists() is False
+        assert fs_remove(CANCELLED) == (1, errno.EBUSY)
         dev.cancel()
-        # Unmounted and cancelled: discarded with its session.
+        assert dev.get_state().sessions == before.sessions
+        assert fs_remove(CANCELLED) == (0, None)
         assert dev.get_state().sessions == before.sessions - 1
+        assert fs_remove(CANCELLED) == (1, errno.ENOENT)
+        # A session with an fd is not an instance: close its fd instead.
+        with dev.create_session("fd-session"):
+            assert fs_remove("fd-session") == (1, errno.EPERM)
         dev.prepare()
         # After PREPARE: written pages are carried, a new file is not, the
         # size is fixed.
@@ -259,7 +273,6 @@ def test_kernel1_events() -> None:
             os.ftruncate(fd, 32 * PAGE)
         os.close(fd)
         (HELD_MNT / "g").rename(HELD_MNT / "g2")
-        # Unmounted while prepared: pinned, still carried.
         subprocess.run(["umount", str(HELD_MNT)], check=True)
         dev.freeze()
         assert dev.get_state().state == State.FROZEN
@@ -285,6 +298,7 @@ def test_kernel2_qemu_guest_ram() -> None:
     frames = pfns(VM_MNT / "ram", 64 << 20)[BLOB_ADDR // PAGE:(BLOB_ADDR + BLOB_SIZE) // PAGE]
     assert frames == carry_vm.load()["frames"]
     subprocess.run(["umount", str(VM_MNT)], check=True)
+    assert fs_remove(VM) == (0, None)
 
 
 @pytest.mark.stage(2)
@@ -302,17 +316,47 @@ def test_kernel2_events_carried() -> None:
     os.close(fd)
     assert (HELD_MNT / "g2").read_bytes() == b"g" * 3000
     subprocess.run(["umount", str(HELD_MNT)], check=True)
+    # Removed in kernel 1: a new, empty instance.
     mount_at(CANCELLED_MNT, CANCELLED)
     assert not any(CANCELLED_MNT.iterdir())
     subprocess.run(["umount", str(CANCELLED_MNT)], check=True)
+    # Only the next test's instances go on to kernel 3.
+    assert fs_remove(HELD) == (0, None)
+    assert fs_remove(CANCELLED) == (0, None)
+
+
+CGROUPS = Path("/sys/fs/cgroup")
+CGROUP = CGROUPS / "lu-fs"
+
+
+def shmem_charged() -> int:
+    """Bytes of shmem charged to CGROUP (memory.stat)."""
+    for line in (CGROUP / "memory.stat").read_text().splitlines():
+        key, value = line.split()
+        if key == "shmem":
+            return int(value)
+    raise AssertionError("no shmem line in memory.stat")
 
 
 @pytest.mark.stage(2)
 def test_kernel2_tree_back() -> None:
     before = carry.load()
     MNT.mkdir(exist_ok=True)
-    r = mount(f"session={SESSION}")
+    # Restored in a memory cgroup of its own: the files' pages are charged
+    # to the mounting process's cgroup, as shmem.
+    if not (CGROUPS / "cgroup.procs").exists():
+        subprocess.run(["mount", "-t", "cgroup2", "cgroup2", str(CGROUPS)], check=True)
+    (CGROUPS / "cgroup.subtree_control").write_text("+memory")
+    CGROUP.mkdir(exist_ok=True)
+    (CGROUP / "cgroup.procs").write_text("0")
+    try:
+        charged = shmem_charged()
+        r = mount(f"session={SESSION}")
+        charged = shmem_charged() - charged
+    finally:
+        (CGROUPS / "cgroup.procs").write_text("0")
     assert r.returncode == 0, r.stderr
+    assert charged >= sum(count for _, _, ranges in FILES.values() for _, count in ranges) * PAGE
     now = tree()
     assert now == {path: tuple(v) for path, v in before["tree"].items()}
     for path, (file_id, size, ranges) in FILES.items():
@@ -329,11 +373,18 @@ def test_kernel2_tree_back() -> None:
     # An ordinary tmpfs from now on: it takes new files and writes.
     (MNT / "new").write_bytes(b"x" * 5000)
     assert (MNT / "new").read_bytes() == b"x" * 5000
-    # The last unmount discards it, as closing a session fd would.
+    # Unmounting keeps it; removing it while mounted ends its hand-over,
+    # and its files go with the mount.
+    umount()
+    assert mount(f"session={SESSION}").returncode == 0
+    assert (MNT / "new").read_bytes() == b"x" * 5000
+    assert fs_remove(SESSION) == (0, None)
+    assert (MNT / "new").exists()
     umount()
     assert mount(f"session={SESSION}").returncode == 0
     assert not any(MNT.iterdir())
     umount()
+    assert fs_remove(SESSION) == (0, None)
 
 
 DAMAGED, BAD_TREE = "fs-damaged", "fs-bad-tree"
@@ -375,6 +426,8 @@ def test_kernel3_damaged_file_comes_back_empty() -> None:
     bad = carry_damage.load()["bad"]
     assert f"instance {DAMAGED}: file {bad} is damaged: it stays empty" in kernel_log()
     subprocess.run(["umount", str(DAMAGED_MNT)], check=True)
+    control_mount()
+    assert fs_remove(DAMAGED) == (0, None)
 
 
 @pytest.mark.stage(3)
@@ -392,3 +445,6 @@ def test_kernel3_damaged_tree_refuses_every_mount() -> None:
     mount_at(BAD_TREE_MNT, BAD_TREE)
     assert not any(BAD_TREE_MNT.iterdir())
     subprocess.run(["umount", str(BAD_TREE_MNT)], check=True)
+    control_mount()
+    assert fs_remove(BAD_TREE) == (0, None)
+    assert os.listdir(CONTROL / "sessions/outgoing") == []

@@ -4,6 +4,7 @@ across real kexecs (``systemctl kexec``) through /dev/liveupdate.
 
     python3 stages.py fdstore N      (N: the plan's kernel, 1 to 3)
     python3 stages.py agent N        (1 or 2)
+    python3 stages.py fs N           (1 or 2)
 
 Kernel 1: DKMS built the module and the initramfs loaded it before PID 1
 started, the package's agent runs; two enabled services store a memfd
@@ -13,6 +14,10 @@ both back at boot, every page intact; then the stores are cleaned. Kernel 3: not
 The agent's plan: a VM-like service hands its memory to liveupdated,
 started by systemd as the package sets it up; after ``systemctl kexec``
 (which stops the agent first) the service takes it back from the agent.
+The liveupdatefs plan: a service keeps its state in an instance that a
+mount unit mounts and the service binds to its state directory
+(BindPaths=); after ``systemctl kexec`` (which unmounts it) the mount
+unit takes the instance over at boot and the service finds its state.
 Prints kselftest's "ok"/"not ok" lines and its "# Totals:".
 """
 
@@ -177,9 +182,42 @@ def agent_kernel2(check: Checks) -> None:
           lambda: expect("took over 1 sessions, kept 0" in said, said.splitlines()[-5:]))
 
 
+def fs_said() -> dict[str, object]:
+    return json.loads((OUT / "fs-service.json").read_text())
+
+
+FS_UNITS = ("srv-lufs.mount", "lu-test-fs.service")
+
+
+def fs_kernel1(check: Checks) -> None:
+    for unit in FS_UNITS:
+        shutil.copy(HERE / unit, f"/etc/systemd/system/{unit}")
+    run("systemctl", "daemon-reload")
+    check("the service starts on its liveupdatefs instance",
+          lambda: run("systemctl", "enable", "--now", "lu-test-fs.service") is not None)
+    check("it sees the instance of session lu-test-fs as its state directory",
+          lambda: expect(fs_said().get("mount") == ["liveupdatefs", "lu-test-fs"], fs_said()))
+    check("it found no state and wrote its own", lambda: expect(fs_said().get("found") is False, fs_said()))
+
+
+def fs_kernel2(check: Checks) -> None:
+    # systemctl kexec stopped the service and unmounted the instance; the
+    # reboot notifier carried it; at boot the mount unit took it over.
+    said = fs_said()
+    check("the service found its state after systemctl kexec",
+          lambda: expect((said.get("found"), said.get("size"), said.get("damage")) == (True, 64 * 4096, None), said))
+    check("on the instance taken over", lambda: expect(said.get("mount") == ["liveupdatefs", "lu-test-fs"], said))
+    check("liveupdate fs list shows it",
+          lambda: [i["session"] for i in json.loads(run("liveupdate", "fs", "list", "--json"))["instances"]]
+          == ["lu-test-fs"])
+    # (liveupdated holds the device here: the kernel log says it instead.)
+    check("this boot came through KHO", lambda: "KHO: found kexec handover data" in run("dmesg"))
+
+
 def main() -> int:
     check = Checks()
-    stages = {"fdstore": {1: kernel1, 2: kernel2, 3: kernel3}, "agent": {1: agent_kernel1, 2: agent_kernel2}}
+    stages = {"fdstore": {1: kernel1, 2: kernel2, 3: kernel3}, "agent": {1: agent_kernel1, 2: agent_kernel2},
+              "fs": {1: fs_kernel1, 2: fs_kernel2}}
     stages[sys.argv[1]][int(sys.argv[2])](check)
     if check.failed:  # what the agent said, for the failure's cause
         for line in run("journalctl", "-b", "-o", "cat", "-u", "liveupdated.service").splitlines()[-40:]:
