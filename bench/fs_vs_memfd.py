@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-from liveupdate import Device, hold_fds_until_kexec  # noqa: E402
+from liveupdate import Device, hold_fds_until_kexec
 
 SIZE = 1 << 30
 CHUNK = 1 << 20
