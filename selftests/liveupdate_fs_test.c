@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "kselftest_harness.h"
+#include "lu_stage.h"
 
 #define FSTYPE		"liveupdatefs"
 #define SESSION		"fs-api"
@@ -156,4 +157,7 @@ TEST(size_bounds_what_an_instance_holds)
 	ASSERT_EQ(0, remove_instance(SESSION));
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	return lu_main(argc, argv);
+}
