@@ -341,7 +341,7 @@ int lu_file_preserve(struct lu_session *session, int fd, u64 token,
 
 /**
  * lu_file_unpreserve_all - release every file of an outgoing session
- * @session: the session, about to be freed
+ * @session: the session, about to be freed, or an instance's being cancelled
  */
 void lu_file_unpreserve_all(struct lu_session *session)
 {

@@ -894,7 +894,6 @@ static int lufs_collect_files(struct lu_session *session,
 			      struct vfsmount *mnt)
 {
 	struct lufs_snap snap = { .session = session, .collect = true };
-	struct lu_file_handler *handler;
 	u64 dep = LU_FS_TREE_TOKEN;
 	u64 i;
 	int err;
@@ -911,11 +910,8 @@ static int lufs_collect_files(struct lu_session *session,
 			err = PTR_ERR(file);
 			break;
 		}
-		handler = lu_handler_get(LU_FS_FILE_COMPATIBLE);
-		err = lu_file_preserve_file(session, file, handler,
+		err = lu_file_preserve_file(session, file, &lu_fs_file_handler,
 					    snap.nodes[i].ino, &dep, 1);
-		if (err)
-			lu_handler_put(handler);
 		fput(file);
 	}
 	lufs_snap_free(&snap);
@@ -929,14 +925,14 @@ static int lufs_collect_files(struct lu_session *session,
  * PREPARE, or the reboot notifier without PREPARE: preserves the
  * instance's root directory as the tree's file and each regular file
  * (each inode once), as its tree is now. Nothing happens for a session
- * collected already. A failure undoes everything (lufs_release()).
+ * collected already. A failure unpreserves every file it preserved. The
+ * handlers are liveupdate's own (no owner): no reference is taken.
  *
  * Return: 0 or an error.
  */
 int lufs_collect(struct lu_session *session)
 {
 	struct lufs_instance *inst = session->fs;
-	struct lu_file_handler *handler;
 	struct file *root;
 	int err;
 
@@ -946,29 +942,14 @@ int lufs_collect(struct lu_session *session)
 	root = lufs_open(inst->mnt, inst->mnt->mnt_root, O_RDONLY | O_DIRECTORY);
 	if (IS_ERR(root))
 		return PTR_ERR(root);
-	handler = lu_handler_get(LU_FS_TREE_COMPATIBLE);
-	err = lu_file_preserve_file(session, root, handler, LU_FS_TREE_TOKEN,
-				    NULL, 0);
-	if (err)
-		lu_handler_put(handler);
+	err = lu_file_preserve_file(session, root, &lu_fs_tree_handler,
+				    LU_FS_TREE_TOKEN, NULL, 0);
 	fput(root);
 	if (!err)
 		err = lufs_collect_files(session, inst->mnt);
 	if (err)
-		lufs_release(session);
+		lu_file_unpreserve_all(session);
 	return err;
-}
-
-/**
- * lufs_release - undo lufs_collect()
- * @session: an instance's outgoing session, cancelled
- *
- * The instance keeps its files; the session lets them go.
- */
-void lufs_release(struct lu_session *session)
-{
-	lockdep_assert_held(&lu.lock);
-	lu_file_unpreserve_all(session);
 }
 
 /* ---- the filesystem ---- */

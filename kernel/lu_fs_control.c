@@ -190,15 +190,11 @@ static int lufs_sessions_iterate(struct file *file, struct dir_context *ctx)
 		return 0;
 	/* A snapshot: names are copied out without liveupdate's lock. */
 	scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
-		unsigned int cap = incoming ? lu.nr_in_sessions :
-					      lu.nr_out_sessions;
+		size_t cap = list_count_nodes(list);
 
-		list_for_each_entry(session, list, node)
-			cap = max(cap, ++nr);
 		names = kvmalloc_array(cap, sizeof(*names), GFP_KERNEL);
 		if (cap && !names)
 			return -ENOMEM;
-		nr = 0;
 		list_for_each_entry(session, list, node)
 			strscpy(names[nr++], session->name, sizeof(*names));
 	}

@@ -296,7 +296,6 @@ extern struct lu_file_handler lu_fs_tree_handler;
 int lufs_init(void);
 void lufs_exit(void);
 int lufs_collect(struct lu_session *session);
-void lufs_release(struct lu_session *session);
 int lufs_remove(const char *name);
 struct file *lufs_restored_file(struct lu_file *lf);
 

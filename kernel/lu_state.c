@@ -146,7 +146,10 @@ static int lu_event_step(struct liveupdate_set_event *arg,
 	return err;
 }
 
-/* liveupdatefs instances: their files are the tree's files of the moment. */
+/*
+ * liveupdatefs instances: their files are the tree's files of the moment,
+ * preserved at PREPARE and let go again at CANCEL (the instance keeps them).
+ */
 static int lu_collect_instances(struct liveupdate_set_event *arg)
 {
 	struct lu_session *session;
@@ -168,7 +171,7 @@ static void lu_release_instances(void)
 
 	list_for_each_entry(session, &lu.outgoing, node)
 		if (session->fs)
-			lufs_release(session);
+			lu_file_unpreserve_all(session);
 }
 
 static int lu_event_prepare(struct liveupdate_set_event *arg)
@@ -223,7 +226,7 @@ static int lu_event_cancel(struct liveupdate_set_event *arg)
 	list_for_each_entry_safe_reverse(session, next, &lu.outgoing, node) {
 		lu_file_cancel_all(session);
 		if (session->fs)
-			lufs_release(session);
+			lu_file_unpreserve_all(session);
 		if (session->state == LU_SESSION_HELD)
 			lu_session_free(session);
 	}
