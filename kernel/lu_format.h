@@ -221,7 +221,7 @@ struct lu_ser_folio {
 #define LU_FS_TREE_COMPATIBLE	"lufs-tree-v1"
 #define LU_FS_FILE_COMPATIBLE	"lufs-file-v1"
 /* The tree's token; a regular file's token is its inode number. */
-#define LU_FS_TREE_TOKEN	(~0ULL)
+#define LU_FS_TREE_TOKEN	LIVEUPDATE_FS_TREE_TOKEN
 
 /**
  * struct lu_ser_fs_tree - an instance's tree (its tree file's data)

@@ -35,10 +35,13 @@
  * In the next kernel the first mount of NAME builds the tree in a new
  * instance, restores every file into it and ends the hand-over of the
  * incoming session; the instance then goes on as NAME's outgoing session.
- * A restore that fails transiently fails the mount and keeps its
- * progress: the next mount resumes it. A damaged tree fails every mount
- * (-EIO) until FINISH ends the hand-over; a damaged file stays empty,
- * with one log line.
+ * RETRIEVE_SESSION of NAME through /dev/liveupdate, if it comes first,
+ * restores the instance the same way and hands the incoming session out:
+ * RETRIEVE_FD gives the instance's own files (lufs_retrieve()); a mount
+ * then mounts the instance. A restore that fails transiently fails the
+ * mount (or RETRIEVE_SESSION) and keeps its progress: the next one
+ * resumes it. A damaged tree fails every mount (-EIO) until FINISH ends
+ * the hand-over; a damaged file stays empty, with one log line.
  *
  * Locking: lufs_lock serializes mounting and removing (finding, making or
  * dropping an instance) and is taken before a superblock's s_umount and
@@ -780,9 +783,9 @@ static int lufs_tree_open_incoming(struct lu_file *lf)
 }
 
 /*
- * New kernel: the tree, made in the instance being restored (only a
- * mount restores an instance: lufs_restore()). A failure keeps what was
- * made; the next call goes on from there.
+ * New kernel: the tree, made in the instance being restored (only
+ * lufs_restore() restores an instance, for a mount or RETRIEVE_SESSION).
+ * A failure keeps what was made; the next call goes on from there.
  */
 static int lufs_tree_retrieve(struct lu_file *lf)
 {
@@ -871,8 +874,8 @@ struct lu_file_handler lu_fs_tree_handler = {
  * lufs_restored_file - the restored instance's file for a file's token
  * @lf: an incoming lufs-file-v1 file, being retrieved
  *
- * Return: a new file, open for writing, or -EOPNOTSUPP outside a mount's
- * restore, or -ENOENT if the tree has no such file.
+ * Return: a new file, open for writing, or -ENOENT if the tree has no
+ * such file (removed after PREPARE): the restore is over, or it leaves it.
  */
 struct file *lufs_restored_file(struct lu_file *lf)
 {
@@ -880,7 +883,7 @@ struct file *lufs_restored_file(struct lu_file *lf)
 	struct dentry *dentry;
 
 	if (!inst)
-		return ERR_PTR(-EOPNOTSUPP);
+		return ERR_PTR(-ENOENT);
 	dentry = xa_load(&inst->restored, lf->token);
 	if (!dentry)
 		return ERR_PTR(-ENOENT);
@@ -1024,11 +1027,14 @@ static void lufs_drop_tree(struct fs_context *fc)
 }
 
 /*
- * Takes the incoming session over: makes the tree, restores every file,
- * ends its hand-over. A transient failure keeps the progress (the mount
- * pins the instance meanwhile), for the next mount to resume.
+ * Takes the incoming session over: makes the tree and restores every
+ * file, then ends the hand-over (a mount: @filep NULL) or hands the
+ * session out in *@filep (RETRIEVE_SESSION: closing its fd ends it). A
+ * session finished meanwhile (the FINISH event) is dropped either way. A
+ * transient failure keeps the progress (the instance keeps the incoming
+ * session) for the next mount or RETRIEVE_SESSION to resume.
  */
-static int lufs_restore(struct lufs_instance *inst)
+static int lufs_restore(struct lufs_instance *inst, struct file **filep)
 {
 	struct lu_session *in = inst->incoming;
 	unsigned int nr_files = 0;
@@ -1039,6 +1045,7 @@ static int lufs_restore(struct lufs_instance *inst)
 	u64 bytes = 0;
 	int err;
 
+	lockdep_assert_held(&lufs_lock);
 	scoped_cond_guard(mutex_kill, return -EINTR, &in->lock) {
 		if (in->state == LU_SESSION_FINISHED)
 			break;
@@ -1050,11 +1057,9 @@ static int lufs_restore(struct lufs_instance *inst)
 			if (!xa_load(&inst->restored, lf->token))
 				continue;
 			err = lu_file_retrieve(in, lf->token, &file);
-			if (err == -EIO) {
-				lu_err("instance %s: file %llu is damaged: it stays empty\n",
-				       in->name, lf->token);
+			/* Damaged (the handler said why): it stays empty. */
+			if (err == -EIO)
 				continue;
-			}
 			if (err)
 				return err;
 			fput(file);
@@ -1062,6 +1067,15 @@ static int lufs_restore(struct lufs_instance *inst)
 		}
 	}
 	scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
+		if (filep && in->state != LU_SESSION_FINISHED) {
+			file = lu_session_getfile(in);
+			if (IS_ERR(file))
+				return PTR_ERR(file);
+			/* An ordinary incoming session from here on. */
+			in->fs = NULL;
+			*filep = file;
+			break;
+		}
 		err = lu_session_drop_incoming(in, &nr_files, &bytes);
 		if (err)
 			return err;
@@ -1075,47 +1089,30 @@ static int lufs_restore(struct lufs_instance *inst)
 	return 0;
 }
 
-/* The incoming session @name, if it is an instance nobody took yet. */
-static int lufs_take_incoming(struct lufs_instance *inst, const char *name)
-{
-	struct lu_session *in;
-
-	lockdep_assert_held(&lu.lock);
-	in = lu_session_find_incoming(name);
-	if (!in)
-		return 0;
-	if (in->state != LU_SESSION_PENDING ||
-	    !xa_load(&in->tokens, LU_FS_TREE_TOKEN))
-		return -EBUSY;
-	lu_session_set_state(in, LU_SESSION_RETRIEVED);
-	in->fs = inst;
-	inst->incoming = in;
-	return 0;
-}
-
 /*
  * Makes an instance's superblock through a request of our own, with the
- * options @ctx took, so that it is whole (born) before anything else
- * uses it. Return: a mount of it, or an ERR_PTR().
+ * options a mount gave (@opts: struct lufs_opt; NULL for none), so that
+ * it is whole (born) before anything else uses it. Return: a mount of
+ * it, or an ERR_PTR().
  */
-static struct vfsmount *lufs_make_sb(struct lufs_fc *ctx)
+static struct vfsmount *lufs_make_sb(const char *name, struct list_head *opts)
 {
-	struct vfsmount *mnt = ERR_PTR(-ENOMEM);
-	struct lufs_fc *own;
+	struct vfsmount *mnt;
 	struct lufs_opt *opt;
 	struct fs_context *fc;
-	int err = 0;
+	int err;
 
 	fc = fs_context_for_mount(&lufs_type, 0);
 	if (IS_ERR(fc))
 		return ERR_CAST(fc);
-	own = lufs_fc_of(fc);
-	own->internal = true;
-	err = vfs_parse_fs_string(fc, "source", ctx->session);
-	list_for_each_entry(opt, &ctx->opts, node) {
-		if (err)
-			break;
-		err = vfs_parse_fs_string(fc, opt->key, opt->value);
+	lufs_fc_of(fc)->internal = true;
+	err = vfs_parse_fs_string(fc, "source", name);
+	if (opts) {
+		list_for_each_entry(opt, opts, node) {
+			if (err)
+				break;
+			err = vfs_parse_fs_string(fc, opt->key, opt->value);
+		}
 	}
 	mnt = err ? ERR_PTR(err) : fc_mount(fc);
 	put_fs_context(fc);
@@ -1137,63 +1134,167 @@ static int lufs_share_sb(struct fs_context *fc, struct lufs_fc *ctx,
 	return 0;
 }
 
-/*
- * A new instance: its session, its superblock, and the incoming session
- * of its name to restore, if the previous kernel carried one.
+/**
+ * lufs_make_instance - make instance @name
+ * @name:  its session's name
+ * @opts:  tmpfs options a mount gave (struct lufs_opt), or NULL
+ * @fc:    the mount, for its log, or NULL
+ * @instp: the new instance
+ *
+ * Reserve, work, publish last: the superblock first, then under lu.lock
+ * the session (which PREPARE may collect from then on) together with the
+ * incoming session of that name to restore, if the previous kernel
+ * carried @name as an instance.
+ *
+ * Return: 0; -EBUSY if the previous kernel carried @name otherwise, or
+ * once frozen; -EEXIST, -ENOSPC, -ENOMEM or -EINTR.
  */
-static int lufs_new_instance(struct fs_context *fc, struct lufs_fc *ctx)
+static int lufs_make_instance(const char *name, struct list_head *opts,
+			      struct fs_context *fc,
+			      struct lufs_instance **instp)
 {
 	struct lufs_instance *inst;
-	struct lu_session *session;
+	struct lu_session *in;
 	struct vfsmount *mnt;
 	int err;
 
+	lockdep_assert_held(&lufs_lock);
 	inst = kzalloc_obj(*inst, GFP_KERNEL);
 	if (!inst)
 		return -ENOMEM;
 	xa_init(&inst->restored);
-	scoped_cond_guard(mutex_kill, err = -EINTR, &lu.lock)
-		err = lu_session_create_fs(ctx->session, inst, &session);
-	if (err)
-		goto err_free;
-	inst->session = session;
-	mnt = lufs_make_sb(ctx);
+	mnt = lufs_make_sb(name, opts);
 	if (IS_ERR(mnt)) {
-		err = PTR_ERR(mnt);
-		goto err_session;
+		kfree(inst);
+		return PTR_ERR(mnt);
 	}
-	inst->sb = mnt->mnt_sb;
-	scoped_cond_guard(mutex_kill, err = -EINTR, &lu.lock)
-		err = lufs_take_incoming(inst, ctx->session);
-	if (err) {
-		if (err == -EBUSY)
-			errorfc(fc, "session %s came from the previous kernel, not as an instance that can be taken",
-				ctx->session);
-		goto err_mnt;
-	}
-	err = lufs_share_sb(fc, ctx, inst->sb);
-	if (err && !inst->incoming)
-		goto err_mnt;
 	inst->mnt = mnt;
+	inst->sb = mnt->mnt_sb;
+	scoped_cond_guard(mutex_kill, err = -EINTR, &lu.lock) {
+		in = lu_session_find_incoming(name);
+		if (in && (in->state != LU_SESSION_PENDING ||
+			   !xa_load(&in->tokens, LU_FS_TREE_TOKEN))) {
+			if (fc)
+				errorfc(fc, "session %s came from the previous kernel, not as an instance that can be taken",
+					name);
+			err = -EBUSY;
+			break;
+		}
+		err = lu_session_create_fs(name, inst, &inst->session);
+		if (err)
+			break;
+		if (in) {
+			lu_session_set_state(in, LU_SESSION_RETRIEVED);
+			in->fs = inst;
+			inst->incoming = in;
+		}
+	}
+	if (err) {
+		/* Not an internal mount: the superblock dies at the task's return. */
+		mntput(mnt);
+		kfree(inst);
+		return err;
+	}
 	scoped_guard(spinlock, &lufs_list_lock)
 		list_add_tail(&inst->node, &lufs_instances);
-	/* From here the instance stays, whatever happens to this mount. */
-	if (err || !inst->incoming)
+	*instp = inst;
+	return 0;
+}
+
+/*
+ * Discards @inst unless liveupdate holds its session (PREPARE until
+ * CANCEL, the reboot notifier) or its restore is not complete: its
+ * session goes at once, its files with its last mount.
+ */
+static int lufs_discard(struct lufs_instance *inst)
+{
+	lockdep_assert_held(&lufs_lock);
+	scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
+		if (lu.rebooting || lu_state_holds_sessions() ||
+		    inst->incoming)
+			return -EBUSY;
+		lu_session_free(inst->session);
+	}
+	scoped_guard(spinlock, &lufs_list_lock)
+		list_del(&inst->node);
+	mntput(inst->mnt);
+	xa_destroy(&inst->restored);
+	kfree(inst);
+	return 0;
+}
+
+/*
+ * A mount's new instance: made, shared with the mount, restored if the
+ * previous kernel carried it. An instance made is kept if this mount
+ * fails after, unless it is empty and nobody holds it.
+ */
+static int lufs_new_instance(struct fs_context *fc, struct lufs_fc *ctx)
+{
+	struct lufs_instance *inst;
+	int err;
+
+	err = lufs_make_instance(ctx->session, &ctx->opts, fc, &inst);
+	if (err)
 		return err;
-	err = lufs_restore(inst);
+	err = lufs_share_sb(fc, ctx, inst->sb);
+	if (err) {
+		lufs_discard(inst);
+		return err;
+	}
+	if (!inst->incoming)
+		return 0;
+	err = lufs_restore(inst, NULL);
 	if (err)
 		lufs_drop_tree(fc);
 	return err;
+}
 
-err_mnt:
-	/* Not an internal mount: the superblock dies at the task's return. */
-	mntput(mnt);
-err_session:
-	scoped_guard(mutex, &lu.lock)
-		lu_session_free(session);
-err_free:
-	kfree(inst);
-	return err;
+/**
+ * lufs_retrieve - RETRIEVE_SESSION of an instance's session
+ * @name:  the session's name
+ * @filep: its new file; NULL if @name is not an instance that the
+ *         previous kernel carried and nobody took over yet
+ *
+ * Restores the instance as its first mount would, then hands the
+ * incoming session out instead of ending its hand-over: RETRIEVE_FD
+ * gives the instance's own files (token: a file's inode number in the
+ * previous kernel; the tree's token gives the root directory), and
+ * closing the fd ends the hand-over. A mount then mounts the instance. A
+ * mount first ends the hand-over itself: RETRIEVE_SESSION finds no
+ * session then.
+ *
+ * Return: 0, or the restore's error, as a mount's.
+ */
+int lufs_retrieve(const char *name, struct file **filep)
+{
+	struct lufs_instance *inst;
+	struct lu_session *in;
+	bool carried;
+	int err;
+
+	*filep = NULL;
+	ACQUIRE(mutex_kill, lock)(&lufs_lock);
+	if (ACQUIRE_ERR(mutex_kill, &lock))
+		return -EINTR;
+	inst = lufs_find(name, NULL);
+	if (!inst) {
+		scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
+			in = lu_session_find_incoming(name);
+			carried = in && in->state == LU_SESSION_PENDING &&
+				  xa_load(&in->tokens, LU_FS_TREE_TOKEN);
+		}
+		if (!carried)
+			return 0;
+		err = lufs_make_instance(name, NULL, NULL, &inst);
+		if (err)
+			return err;
+		/* Finished meanwhile: no instance was asked for. */
+		if (!inst->incoming) {
+			lufs_discard(inst);
+			return 0;
+		}
+	}
+	return inst->incoming ? lufs_restore(inst, filep) : 0;
 }
 
 static int lufs_get_tree(struct fs_context *fc)
@@ -1232,7 +1333,7 @@ static int lufs_get_tree(struct fs_context *fc)
 	if (err)
 		return err;
 	if (inst->incoming) {
-		err = lufs_restore(inst);
+		err = lufs_restore(inst, NULL);
 		if (err)
 			lufs_drop_tree(fc);
 	}
@@ -1333,30 +1434,20 @@ static int lufs_init_fs_context(struct fs_context *fc)
  */
 int lufs_remove(const char *name)
 {
-	struct lufs_instance *inst;
 	struct lu_session *session;
 
-	scoped_cond_guard(mutex_kill, return -EINTR, &lufs_lock) {
-		scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
-			session = lu_session_find_outgoing(name);
-			if (!session)
-				return -ENOENT;
-			inst = session->fs;
-			if (!inst)
-				return -EPERM;
-			if (lu.rebooting || lu_state_holds_sessions() ||
-			    inst->incoming)
-				return -EBUSY;
-			lu_session_free(session);
-		}
-		scoped_guard(spinlock, &lufs_list_lock)
-			list_del(&inst->node);
+	ACQUIRE(mutex_kill, lock)(&lufs_lock);
+	if (ACQUIRE_ERR(mutex_kill, &lock))
+		return -EINTR;
+	scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
+		session = lu_session_find_outgoing(name);
+		if (!session)
+			return -ENOENT;
+		if (!session->fs)
+			return -EPERM;
 	}
-	/* Not an internal mount: the last put waits for the task's return. */
-	mntput(inst->mnt);
-	xa_destroy(&inst->restored);
-	kfree(inst);
-	return 0;
+	/* Only lufs_lock's holders free an instance's session. */
+	return lufs_discard(session->fs);
 }
 
 static struct file_system_type lufs_type = {

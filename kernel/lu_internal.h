@@ -244,6 +244,7 @@ int lu_session_create_fs(const char *name, struct lufs_instance *fs,
 struct lu_session *lu_session_find_incoming(const char *name);
 struct lu_session *lu_session_find_outgoing(const char *name);
 int lu_session_retrieve(const char *name, struct file **filep);
+struct file *lu_session_getfile(struct lu_session *session);
 int lu_session_add_incoming(const char *name, struct lu_session **sessionp);
 void lu_session_discard_incoming(void);
 void lu_session_forget_incoming(void);
@@ -297,6 +298,7 @@ int lufs_init(void);
 void lufs_exit(void);
 int lufs_collect(struct lu_session *session);
 int lufs_remove(const char *name);
+int lufs_retrieve(const char *name, struct file **filep);
 struct file *lufs_restored_file(struct lu_file *lf);
 
 /* lu_fs_control.c: liveupdatefs's control instance */

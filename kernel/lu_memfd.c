@@ -796,10 +796,16 @@ static const char *lu_memfd_verify_records(const struct lu_ser_memfd *ser,
 	       (crc == ser->records_crc ? NULL : "folio records checksum mismatch");
 }
 
-static void lu_memfd_damaged(struct lu_memfd *m, u64 token, const char *why)
+static void lu_memfd_damaged(struct lu_memfd *m, const struct lu_file *lf,
+			     const char *why)
 {
 	m->damaged = true;
-	lu_err("memfd %llu: damaged hand-over data: %s\n", token, why);
+	if (lf->handler == &lu_fs_file_handler)
+		lu_err("instance %s: file %llu: damaged hand-over data: %s\n",
+		       lf->session->name, lf->token, why);
+	else
+		lu_err("memfd %llu: damaged hand-over data: %s\n", lf->token,
+		       why);
 }
 
 static struct lu_ser_folio *lu_memfd_record_at(const struct lu_memfd *m, u64 i)
@@ -831,7 +837,7 @@ static int lu_memfd_map_block(void *ctx, phys_addr_t phys, const void *unused)
  * the records up to the first damage in @m->nr_valid (finish frees their
  * folios, and leaves the rest reserved).
  */
-static int lu_memfd_map_records(struct lu_memfd *m, u64 token)
+static int lu_memfd_map_records(struct lu_memfd *m, const struct lu_file *lf)
 {
 	const struct lu_ser_memfd *ser = m->ser;
 	u64 pages = DIV_ROUND_UP(ser->size, PAGE_SIZE);
@@ -871,7 +877,7 @@ static int lu_memfd_map_records(struct lu_memfd *m, u64 token)
 	}
 	m->nr_valid = i;
 	if (why) {
-		lu_memfd_damaged(m, token, why);
+		lu_memfd_damaged(m, lf, why);
 		return -EIO;
 	}
 	return 0;
@@ -911,7 +917,7 @@ static int lu_memfd_check_incoming(struct lu_file *lf)
 	}
 	kfree(bounce);
 	if (why) {
-		lu_memfd_damaged(m, lf->token, why);
+		lu_memfd_damaged(m, lf, why);
 		return -EIO;
 	}
 	return 0;
@@ -931,7 +937,7 @@ static int lu_memfd_open_incoming(struct lu_file *lf)
 	m = lf->priv;
 	if (m->damaged)
 		return -EIO;
-	return m->blocks ? 0 : lu_memfd_map_records(m, lf->token);
+	return m->blocks ? 0 : lu_memfd_map_records(m, lf);
 }
 
 /* Frees the new kernel's state: the record pages, and what tracks them. */
@@ -1262,7 +1268,7 @@ static int lu_memfd_fill(struct lu_file *lf,
 	}
 	err = lu_memfd_restore_all(m);
 	if (err == -EIO)
-		lu_memfd_damaged(m, lf->token, "folio not preserved");
+		lu_memfd_damaged(m, lf, "folio not preserved");
 	if (err)
 		return err;
 

@@ -329,7 +329,13 @@ static const struct file_operations lu_session_fops = {
 	.unlocked_ioctl = lu_session_ioctl,
 };
 
-static struct file *lu_session_getfile(struct lu_session *session)
+/**
+ * lu_session_getfile - a new fd's file for @session
+ * @session: the session
+ *
+ * Return: the file (named "[luo_session] NAME"), or an ERR_PTR().
+ */
+struct file *lu_session_getfile(struct lu_session *session)
 {
 	char *name __free(kfree) = kasprintf(GFP_KERNEL, "[luo_session] %s",
 					     session->name);
@@ -453,14 +459,21 @@ struct lu_session *lu_session_find_outgoing(const char *name)
  * @name:  a valid name (checked by the caller)
  * @filep: the session's new file
  *
+ * A liveupdatefs instance's session is restored into its instance first
+ * (lufs_retrieve()), before any lock of ours is held.
+ *
  * Return: 0, -ENOENT for an unknown name, -EINVAL if it was taken
- * already, or -ENOMEM.
+ * already, -ENOMEM, or an instance's restore error.
  */
 int lu_session_retrieve(const char *name, struct file **filep)
 {
 	struct lu_session *session;
 	struct file *file;
+	int err;
 
+	err = lufs_retrieve(name, filep);
+	if (err || *filep)
+		return err;
 	ACQUIRE(mutex_kill, lock)(&lu.lock);
 	if (ACQUIRE_ERR(mutex_kill, &lock))
 		return -EINTR;

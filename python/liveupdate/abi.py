@@ -78,6 +78,7 @@ class Event(enum.IntEnum):
 
 
 STATE_KHO_BOOT = 1 << 0  # liveupdate_get_state.flags
+FS_TREE_TOKEN = (1 << 64) - 1  # LIVEUPDATE_FS_TREE_TOKEN: an instance's root directory
 
 # struct liveupdate_ioctl_create_session / _retrieve_session:
 #   __u32 size; __s32 fd; __u8 name[64];

@@ -267,10 +267,16 @@ def cmd_fs_mount(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_fs_list(args: argparse.Namespace, out: Output) -> int:
-    found = fs.instances()
+    found = fs.listing()
     lines = [f"{i.session}: {i.mountpoint}, {i.used_bytes} of {i.size_bytes} bytes used ({i.options})"
-             for i in found]
-    out.result({"instances": [asdict(i) for i in found]}, "\n".join(lines) or "no instance mounted")
+             for i in found.mounted] or ["no instance mounted"]
+    if found.unmounted is None:
+        lines.append("(mount the control instance to see instances mounted nowhere: mount -t liveupdatefs none DIR)")
+    else:
+        lines += [f"{name}: not mounted" for name in found.unmounted]
+        lines += [f"{name}: carried by the previous kernel, to mount" for name in found.waiting or []]
+    out.result({"instances": [asdict(i) for i in found.mounted], "unmounted": found.unmounted,
+                "waiting": found.waiting}, "\n".join(lines))
     return EXIT_OK
 
 
@@ -356,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     fs_mount.add_argument("-o", dest="options", type=_mount_options, default={}, metavar="OPTIONS",
                           help="tmpfs options for a new instance: size=, mode=, uid=, gid=, huge=")
     fs_mount.set_defaults(run=cmd_fs_mount)
-    fs_sub.add_parser("list", parents=[common], help="mounted instances").set_defaults(run=cmd_fs_list)
+    fs_sub.add_parser("list", parents=[common], help="instances: mounted or not").set_defaults(run=cmd_fs_list)
     fs_state = fs_sub.add_parser("state", parents=[common],
                                  help="the state, or run EVENT, through the mounted control instance")
     fs_state.add_argument("event", nargs="?", choices=fs.EVENTS, metavar="EVENT",

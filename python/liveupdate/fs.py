@@ -80,6 +80,42 @@ def control(mountinfo: Path = MOUNTINFO) -> Path:
     raise FsError(f"no control instance mounted: mount -t {FSTYPE} none DIR")
 
 
+def sessions(direction: str, mountinfo: Path = MOUNTINFO) -> dict[str, dict[str, str]]:
+    """What the control instance's ``sessions/DIRECTION`` (outgoing or
+    incoming) says of each session: state, instance (yes/no), files, bytes."""
+    found = {}
+    for entry in sorted((control(mountinfo) / "sessions" / direction).iterdir()):
+        try:
+            text = entry.read_text()
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        found[entry.name] = dict(line.split(" ", 1) for line in text.splitlines())
+    return found
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Every instance: the mounted ones, and, through a mounted control
+    instance (else None), the ones mounted nowhere here and the ones the
+    previous kernel carried that nobody took over yet."""
+
+    mounted: list[Instance]
+    unmounted: list[str] | None
+    waiting: list[str] | None
+
+
+def listing(mountinfo: Path = MOUNTINFO) -> Listing:
+    mounted = instances(mountinfo)
+    try:
+        outgoing, incoming = sessions("outgoing", mountinfo), sessions("incoming", mountinfo)
+    except FsError:
+        return Listing(mounted, None, None)
+    names = {i.session for i in mounted}
+    unmounted = [n for n, info in outgoing.items() if info.get("instance") == "yes" and n not in names]
+    waiting = [n for n, info in incoming.items() if info.get("instance") == "yes" and info.get("state") == "pending"]
+    return Listing(mounted, unmounted, waiting)
+
+
 EVENTS = ("prepare", "freeze", "cancel", "finish")
 
 

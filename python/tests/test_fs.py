@@ -63,3 +63,23 @@ def test_control_is_found_and_not_an_instance(tmp_path: Path) -> None:
 def test_set_state_refuses_unknown_events() -> None:
     with pytest.raises(ValueError, match="one of prepare"):
         fs.set_state("reboot")
+
+
+def test_listing_adds_unmounted_and_waiting_instances(tmp_path: Path) -> None:
+    control = tmp_path / "control"
+    for direction, name, text in (
+        ("outgoing", "app", "state open\ninstance yes\nfiles 0\nbytes 0\n"),
+        ("outgoing", "idle", "state open\ninstance yes\nfiles 0\nbytes 0\n"),
+        ("outgoing", "fd-session", "state open\ninstance no\nfiles 1\nbytes 4096\n"),
+        ("incoming", "vm", "state pending\ninstance yes\nfiles 2\nbytes 0\n"),
+        ("incoming", "taken", "state retrieved\ninstance yes\nfiles 2\nbytes 0\n"),
+    ):
+        (control / "sessions" / direction).mkdir(parents=True, exist_ok=True)
+        (control / "sessions" / direction / name).write_text(text)
+    info = tmp_path / "mountinfo"
+    info.write_text(MOUNTINFO.replace("/run/liveupdate", str(control)))
+    found = fs.listing(info)
+    assert [i.session for i in found.mounted] == ["app", "vm 1"]
+    assert (found.unmounted, found.waiting) == (["idle"], ["vm"])
+    info.write_text(MOUNTINFO.replace(",control", ""))
+    assert (fs.listing(info).unmounted, fs.listing(info).waiting) == (None, None)

@@ -27,13 +27,14 @@ import pytest
 import stamps
 from conftest import Carry, cli
 
-from liveupdate import Device, State
+from liveupdate import Device, State, abi
 
 PAGE = stamps.PAGE
 MNT = Path("/tmp/lufs")
 SESSION = "fs-tree"
 carry = Carry("fs_kexec")
 carry_vm = Carry("fs_kexec_vm")
+carry_held = Carry("fs_kexec_held")
 
 # name -> (file id, size, stamped page ranges as (first, count))
 FILES = {
@@ -247,6 +248,7 @@ def test_kernel1_events() -> None:
     fd = os.open(HELD_MNT / "f", os.O_CREAT | os.O_RDWR, 0o600)
     stamps.write(fd, 10, 0, 16 * PAGE)
     (HELD_MNT / "g").write_bytes(b"g" * 3000)
+    carry_held.save({name: (HELD_MNT / name).stat().st_ino for name in ("f", "g")})
     with Device() as dev:
         before = dev.get_state()
         dev.prepare()
@@ -284,6 +286,8 @@ def test_kernel2_control_lists_incoming() -> None:
     assert (CONTROL / "state").read_text() == "updated\n"
     assert sorted(os.listdir(CONTROL / "sessions/incoming")) == [HELD, SESSION, VM]
     assert session_info("incoming", HELD) == {"state": "pending", "instance": "yes", "files": "3", "bytes": "0"}
+    listed = json.loads(cli("--json", "fs", "list").stdout)
+    assert (listed["instances"], listed["unmounted"], listed["waiting"]) == ([], [], [HELD, SESSION, VM])
 
 
 @pytest.mark.stage(2)
@@ -302,8 +306,39 @@ def test_kernel2_qemu_guest_ram() -> None:
 
 
 @pytest.mark.stage(2)
-def test_kernel2_events_carried() -> None:
+def test_kernel2_instance_through_the_device() -> None:
+    """RETRIEVE_SESSION of an instance restores it and hands its session
+    out: RETRIEVE_FD gives the instance's own files, by their inode numbers
+    in kernel 1, and its root directory; a mount then shows the same
+    files. A mount that came first ended the hand-over itself."""
+    inos = carry_held.load()
     HELD_MNT.mkdir(exist_ok=True)
+    with Device() as dev:
+        with pytest.raises(OSError) as e:
+            dev.retrieve_session(VM)
+        assert e.value.errno == errno.ENOENT
+        with dev.retrieve_session(HELD) as session:
+            assert session_info("incoming", HELD)["state"] == "retrieved"
+            f = session.retrieve(inos["f"])
+            stamps.verify(f, 10, 0, 16 * PAGE, generation={0: 2})
+            g = session.retrieve(inos["g"])
+            assert os.pread(g, 4096, 0) == b"g" * 3000
+            root = session.retrieve(abi.FS_TREE_TOKEN)
+            assert sorted(os.listdir(root)) == ["f", "g2"]
+            with pytest.raises(OSError) as e:
+                dev.retrieve_session(HELD)
+            assert e.value.errno == errno.EINVAL
+            mount_at(HELD_MNT, HELD)
+            for name, fd in (("f", f), ("g2", g), (".", root)):
+                st, seen = os.fstat(fd), (HELD_MNT / name).stat()
+                assert (st.st_dev, st.st_ino) == (seen.st_dev, seen.st_ino), name
+                os.close(fd)
+        assert HELD not in os.listdir(CONTROL / "sessions/incoming")
+    subprocess.run(["umount", str(HELD_MNT)], check=True)
+
+
+@pytest.mark.stage(2)
+def test_kernel2_events_carried() -> None:
     r = cli("--json", "fs", "mount", HELD, str(HELD_MNT))
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["session"] == HELD
@@ -316,6 +351,7 @@ def test_kernel2_events_carried() -> None:
     os.close(fd)
     assert (HELD_MNT / "g2").read_bytes() == b"g" * 3000
     subprocess.run(["umount", str(HELD_MNT)], check=True)
+    assert json.loads(cli("--json", "fs", "list").stdout)["unmounted"] == [HELD]
     # Removed in kernel 1: a new, empty instance.
     mount_at(CANCELLED_MNT, CANCELLED)
     assert not any(CANCELLED_MNT.iterdir())
@@ -424,7 +460,7 @@ def test_kernel3_damaged_file_comes_back_empty() -> None:
     os.close(fd)
     assert (DAMAGED_MNT / "bad").stat().st_size == 0
     bad = carry_damage.load()["bad"]
-    assert f"instance {DAMAGED}: file {bad} is damaged: it stays empty" in kernel_log()
+    assert kernel_log().count(f"instance {DAMAGED}: file {bad}: damaged hand-over data") == 1
     subprocess.run(["umount", str(DAMAGED_MNT)], check=True)
     control_mount()
     assert fs_remove(DAMAGED) == (0, None)
@@ -437,6 +473,10 @@ def test_kernel3_damaged_tree_refuses_every_mount() -> None:
         r = subprocess.run(["mount", "-t", "liveupdatefs", "-o", f"session={BAD_TREE}", "none",
                             str(BAD_TREE_MNT)], capture_output=True, text=True)
         assert r.returncode != 0
+    with Device() as dev:
+        with pytest.raises(OSError) as e:
+            dev.retrieve_session(BAD_TREE)
+        assert e.value.errno == errno.EIO
     assert kernel_log().count(f"instance {BAD_TREE}: damaged tree: checksum mismatch") == 1
     # FINISH ends the hand-over (the damaged pages stay reserved); the name
     # then mounts as the instance it has become: empty.

@@ -335,4 +335,12 @@ struct liveupdate_session_preserve_fd_deps {
 #define LIVEUPDATE_SESSION_PRESERVE_FD_DEPS \
 	_IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_PRESERVE_FD_DEPS)
 
+/*
+ * In the session of a liveupdatefs instance that the previous kernel
+ * carried, retrieved with LIVEUPDATE_IOCTL_RETRIEVE_SESSION: the token of
+ * the instance's root directory. Each regular file's token is its inode
+ * number in the previous kernel.
+ */
+#define LIVEUPDATE_FS_TREE_TOKEN	(~0ULL)
+
 #endif /* _UAPI_LINUX_LIVEUPDATE_H */
