@@ -11,11 +11,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kselftest_harness.h"
 #include "lu_stage.h"
+#include "lu_util.h"
 
 #define FSTYPE		"liveupdatefs"
 #define SESSION		"fs-api"
@@ -155,6 +158,55 @@ TEST(size_bounds_what_an_instance_holds)
 	close(fd);
 	ASSERT_EQ(0, umount(MNT));
 	ASSERT_EQ(0, remove_instance(SESSION));
+}
+
+#define RACE_INSTANCES	100
+
+/*
+ * PREPARE collects every instance, also one a mount is making meanwhile:
+ * that one must be collected whole or not at all. (An instance's session
+ * was once published before its superblock: PREPARE in between
+ * dereferenced a NULL mount.) A child drives PREPARE and CANCEL while
+ * instances are made.
+ */
+TEST(prepare_races_instances_being_made)
+{
+	const char *opts[] = { "session", NULL, NULL };
+	char names[RACE_INSTANCES][32];
+	struct liveupdate_get_state st;
+	int i, dev, fsfd, status;
+	pid_t child;
+
+	child = fork();
+	ASSERT_LE(0, child);
+	if (!child) {
+		dev = open(LU_DEVICE, O_RDWR | O_CLOEXEC);
+		if (dev < 0)
+			_exit(1);
+		for (;;) {
+			lu_event(dev, LIVEUPDATE_EVENT_PREPARE, NULL);
+			lu_event(dev, LIVEUPDATE_EVENT_CANCEL, NULL);
+		}
+	}
+	for (i = 0; i < RACE_INSTANCES; i++) {
+		snprintf(names[i], sizeof(names[i]), "fs-race-%d", i);
+		opts[1] = names[i];
+		fsfd = configured(opts);
+		ASSERT_LE(0, fsfd);
+		EXPECT_EQ(0, fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0));
+		close(fsfd);
+	}
+	ASSERT_EQ(0, kill(child, SIGKILL));
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	ASSERT_TRUE(WIFSIGNALED(status));
+	dev = open(LU_DEVICE, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, dev);
+	ASSERT_EQ(0, lu_get_state(dev, &st));
+	if (st.state == LIVEUPDATE_STATE_PREPARED)
+		ASSERT_EQ(0, lu_event(dev, LIVEUPDATE_EVENT_CANCEL, NULL));
+	close(dev);
+	for (i = 0; i < RACE_INSTANCES; i++)
+		EXPECT_EQ(0, remove_instance(names[i]));
 }
 
 int main(int argc, char **argv)
