@@ -3,13 +3,13 @@
 Kernel 1 mounts instance ``fs-tree``, fills it with a tree of every kind
 of entry (directories, stamped files with holes, a hard link, a symlink,
 a fifo, a device node, an empty file), with their own modes, owners and
-times, records where each page of the files lives (pagemap), and lets the
-reboot notifier carry it. Kernel 2 mounts the instance again: the whole
-tree must come back, every page stamped as before, holes still holes,
-and every page at the physical address it had (zero copy). QEMU keeps a
-guest's RAM in a file of another instance and finds it again after the
-kexec; a third and fourth instance go through PREPARE, CANCEL and
-FREEZE.
+times. QEMU keeps a guest's RAM in a file of another instance; a third
+and fourth instance go through PREPARE, CANCEL and FREEZE, and once
+frozen, kernel 1 records where each page of the files lives (pagemap).
+Kernel 2 mounts the instance again: the whole tree must come back, every
+page stamped as before, holes still holes, and every page at the physical
+address it had when it was carried (zero copy); QEMU finds its guest's
+RAM as it was, in the same pages.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ PAGE = stamps.PAGE
 MNT = Path("/tmp/lufs")
 SESSION = "fs-tree"
 carry = Carry("fs_kexec")
-carry_vm = Carry("fs_kexec_vm")
+carry_frames = Carry("fs_kexec_frames")
 carry_held = Carry("fs_kexec_held")
 
 # name -> (file id, size, stamped page ranges as (first, count))
@@ -135,7 +135,6 @@ def test_kernel1_fill_instance() -> None:
         os.chown(MNT / path, uid, gid)
     for path, (atime, mtime) in TIMES.items():
         os.utime(MNT / path, ns=(atime * 1000, mtime * 1000))
-    frames = {path: pfns(MNT / path, size) for path, (_, size, _) in FILES.items()}
     # A second mount shares the instance; its options are fixed.
     other = Path("/tmp/lufs2")
     other.mkdir(exist_ok=True)
@@ -146,7 +145,7 @@ def test_kernel1_fill_instance() -> None:
     subprocess.run(["umount", str(other)], check=True)
     assert mount(f"session={SESSION}", "size=1m").returncode != 0
     assert (MNT / "a/data").exists()
-    carry.save({"tree": tree(), "frames": frames})
+    carry.save({"tree": tree()})
 
 
 VM, VM_MNT = "fs-vm", Path("/tmp/lufs-vm")
@@ -176,7 +175,10 @@ def test_kernel1_qemu_guest_ram() -> None:
     # The loader device writes the blob into guest RAM at reset, before any
     # guest instruction runs (-S).
     assert qemu(VM_MNT / "ram", "-device", f"loader,file={BLOB},addr={BLOB_ADDR:#x}") == BLOB.read_bytes()
-    carry_vm.save({"frames": pfns(VM_MNT / "ram", 64 << 20)[BLOB_ADDR // PAGE:(BLOB_ADDR + BLOB_SIZE) // PAGE]})
+
+
+def blob_frames() -> list[int]:
+    return pfns(VM_MNT / "ram", 64 << 20)[BLOB_ADDR // PAGE:(BLOB_ADDR + BLOB_SIZE) // PAGE]
 
 
 HELD, CANCELLED = "fs-held", "fs-cancelled"
@@ -278,6 +280,11 @@ def test_kernel1_events() -> None:
         subprocess.run(["umount", str(HELD_MNT)], check=True)
         dev.freeze()
         assert dev.get_state().state == State.FROZEN
+    # The frames the kexec carries, pinned since PREPARE: the first PREPARE
+    # moved every page that was in KHO's scratch areas (CMA, where movable
+    # pages may go, and where the next kernel boots) out of them.
+    carry_frames.save({"tree": {path: pfns(MNT / path, size) for path, (_, size, _) in FILES.items()},
+                       "vm": blob_frames()})
 
 
 @pytest.mark.stage(2)
@@ -299,8 +306,7 @@ def test_kernel2_qemu_guest_ram() -> None:
     assert VM not in os.listdir(CONTROL / "sessions/incoming")
     assert session_info("outgoing", VM)["instance"] == "yes"
     assert qemu(VM_MNT / "ram") == BLOB.read_bytes()
-    frames = pfns(VM_MNT / "ram", 64 << 20)[BLOB_ADDR // PAGE:(BLOB_ADDR + BLOB_SIZE) // PAGE]
-    assert frames == carry_vm.load()["frames"]
+    assert blob_frames() == carry_frames.load()["vm"]
     subprocess.run(["umount", str(VM_MNT)], check=True)
     assert fs_remove(VM) == (0, None)
 
@@ -376,7 +382,7 @@ def shmem_charged() -> int:
 
 @pytest.mark.stage(2)
 def test_kernel2_tree_back() -> None:
-    before = carry.load()
+    before, frames = carry.load(), carry_frames.load()["tree"]
     MNT.mkdir(exist_ok=True)
     # Restored in a memory cgroup of its own: the files' pages are charged
     # to the mounting process's cgroup, as shmem.
@@ -401,7 +407,7 @@ def test_kernel2_tree_back() -> None:
         for first, count in ranges:
             stamps.verify(fd, file_id, first * PAGE, count * PAGE)
         os.close(fd)
-        assert pfns(MNT / path, size) == before["frames"][path], f"{path}: pages moved or were copied"
+        assert pfns(MNT / path, size) == frames[path], f"{path}: pages moved or were copied"
     assert (MNT / "a/b/link").stat().st_ino == (MNT / "a/data").stat().st_ino
     assert os.readlink(MNT / "sym") == "a/data"
     assert stat.S_ISFIFO((MNT / "fifo").lstat().st_mode)
