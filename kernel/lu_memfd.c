@@ -59,6 +59,7 @@
 #include <linux/dcache.h>
 #include <linux/fcntl.h>
 #include <linux/file.h>
+#include <linux/folio_batch.h>
 #include <linux/fs_context.h>
 #include <linux/highmem.h>
 #include <linux/io.h>
@@ -465,13 +466,35 @@ static void lu_memfd_slice_fn(struct work_struct *work)
 }
 
 /*
+ * Whether @file's first folios are large (transparent huge pages). Pinning
+ * those is mostly moving them out of CMA (a 2 MiB allocation and copy
+ * each), which tasks in parallel only contend for: 4 GiB of 2 MiB folios
+ * took 9.3-9.9 s to PREPARE with two tasks, 6.3-7.8 s with one.
+ */
+static bool lu_memfd_large_folios(struct file *file)
+{
+	struct folio_batch fbatch;
+	pgoff_t index = 0;
+	bool large = false;
+	unsigned int i;
+
+	folio_batch_init(&fbatch);
+	filemap_get_folios(file->f_mapping, &index, ULONG_MAX, &fbatch);
+	for (i = 0; i < folio_batch_count(&fbatch); i++)
+		large |= folio_test_large(fbatch.folios[i]);
+	folio_batch_release(&fbatch);
+	return large;
+}
+
+/*
  * PREPARE's pinning and preserving of all of @file's data pages into
- * @out (empty): a file of at least two ranges' worth of pages is cut
- * into equal spans of indices, one per CPU (the caller takes the first),
- * whose arrays are joined in order. KHO's own bookkeeping takes one lock
- * per folio preserved; the pinning around it runs in parallel. Without
- * memory for the slices, the caller does it all. On failure @out is
- * empty and nothing is pinned or preserved.
+ * @out (empty): a file of small folios and of at least two ranges' worth
+ * of pages is cut into equal spans of indices, one per CPU (the caller
+ * takes the first), whose arrays are joined in order. KHO's own
+ * bookkeeping takes one lock per folio preserved; the pinning around it
+ * runs in parallel. A file of large folios, or without memory for the
+ * slices, is done by the caller alone. On failure @out is empty and
+ * nothing is pinned or preserved.
  */
 static int lu_memfd_preserve_all(struct file *file, struct lu_folio_array *out,
 				 loff_t size)
@@ -482,7 +505,7 @@ static int lu_memfd_preserve_all(struct file *file, struct lu_folio_array *out,
 	int err = 0;
 
 	nr = lu_memfd_nr_tasks(pages / LU_MEMFD_RANGE);
-	if (nr > 1)
+	if (nr > 1 && !lu_memfd_large_folios(file))
 		slices = kcalloc(nr, sizeof(*slices), GFP_KERNEL | __GFP_NOWARN);
 	if (!slices)
 		return lu_memfd_preserve_folios(file, out, NULL, size);
