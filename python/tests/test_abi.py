@@ -75,3 +75,12 @@ def test_io_matches_kernel_macro() -> None:
     # _IO(0xBA, 0x40) as computed by the kernel: type << 8 | nr, no size or direction.
     assert abi.SESSION_PRESERVE_FD == 0xBA40
     assert abi.IOCTL_CREATE_SESSION == 0xBA00
+
+
+def test_fs_tree_token_matches_our_header(tmp_path: Path) -> None:
+    src = tmp_path / "token.c"
+    src.write_text(f'#include <stdio.h>\n#include "{OUR_HEADER}"\n'
+                   'int main(void) { printf("%llu\\n", (unsigned long long)LIVEUPDATE_FS_TREE_TOKEN); return 0; }\n')
+    subprocess.run(["cc", "-o", str(tmp_path / "token"), str(src)], check=True)
+    out = subprocess.run([str(tmp_path / "token")], check=True, capture_output=True, text=True).stdout
+    assert int(out) == abi.FS_TREE_TOKEN
