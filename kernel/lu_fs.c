@@ -1134,6 +1134,13 @@ static int lufs_share_sb(struct fs_context *fc, struct lufs_fc *ctx,
 	return 0;
 }
 
+/* Whether @in is an instance the previous kernel carried, not taken yet. */
+static bool lufs_takeable(struct lu_session *in)
+{
+	return in->state == LU_SESSION_PENDING &&
+	       xa_load(&in->tokens, LU_FS_TREE_TOKEN);
+}
+
 /**
  * lufs_make_instance - make instance @name
  * @name:  its session's name
@@ -1172,8 +1179,7 @@ static int lufs_make_instance(const char *name, struct list_head *opts,
 	inst->sb = mnt->mnt_sb;
 	scoped_cond_guard(mutex_kill, err = -EINTR, &lu.lock) {
 		in = lu_session_find_incoming(name);
-		if (in && (in->state != LU_SESSION_PENDING ||
-			   !xa_load(&in->tokens, LU_FS_TREE_TOKEN))) {
+		if (in && !lufs_takeable(in)) {
 			if (fc)
 				errorfc(fc, "session %s came from the previous kernel, not as an instance that can be taken",
 					name);
@@ -1280,8 +1286,7 @@ int lufs_retrieve(const char *name, struct file **filep)
 	if (!inst) {
 		scoped_cond_guard(mutex_kill, return -EINTR, &lu.lock) {
 			in = lu_session_find_incoming(name);
-			carried = in && in->state == LU_SESSION_PENDING &&
-				  xa_load(&in->tokens, LU_FS_TREE_TOKEN);
+			carried = in && lufs_takeable(in);
 		}
 		if (!carried)
 			return 0;
