@@ -166,6 +166,19 @@ def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
+def stage_env(env: dict[str, str], plan: list[str]) -> str:
+    """What stage.sh sources: @env exported, and the plan's commands, which
+    only stage.sh reads (LU_COMMAND_1 to LU_COMMAND_$LU_STAGES)."""
+    commands = {f"LU_COMMAND_{stage}": command for stage, command in enumerate(plan, 1)}
+    return ("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+            + f"export LU_STAGES={len(plan)}\n"
+            + "".join(f"{k}={shlex.quote(v)}\n" for k, v in commands.items()))
+
+
+# Every program qemu/guest/init runs.
+INIT_APPLETS = ("chroot", "mkdir", "mount", "reboot", "sync")
+
+
 def build_initrd(path: Path) -> None:
     busybox = Path("/bin/busybox")
     if not busybox.exists():
@@ -173,6 +186,9 @@ def build_initrd(path: Path) -> None:
     dirs = ["bin", "dev", "proc", "sys", "host"]
     entries = [(d, 0o40755, b"") for d in dirs]
     entries.append(("bin/busybox", 0o100755, busybox.read_bytes()))
+    # The applets init runs, as links made here: busybox --install made
+    # hundreds in each boot (half a second on the debug kernel).
+    entries += [(f"bin/{applet}", 0o120777, b"busybox") for applet in INIT_APPLETS]
     entries.append(("init", 0o100755, (HERE / "guest" / "init").read_bytes()))
     path.write_bytes(gzip.compress(cpio_newc(entries), compresslevel=1))
 
@@ -385,10 +401,9 @@ def main() -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     shutil.copy(HERE / "guest" / "stage.sh", out / "stage.sh")
-    (out / "plan").write_text("\n".join(plan) + "\n")
     guest = systemd_guest(args, out) if kind == "systemd" else busybox_guest(args, out)
     env = {"LU_CHECKOUT": GUEST_CHECKOUT, "LU_OUT": "/run/out", "LU_APPEND": guest.append, **guest.env}
-    (out / "env").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    (out / "env").write_text(stage_env(env, plan))
     # A short path: a Unix socket's path is limited to 107 bytes.
     monitor_socket = Path(tempfile.mkdtemp(prefix="lu-monitor-")) / "sock"
 

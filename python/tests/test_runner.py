@@ -4,6 +4,7 @@ kernel reports on the console fail a run."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -155,3 +156,19 @@ def test_the_next_stage_and_the_last_result_end_the_watch(tmp_path: Path) -> Non
     assert console.next_stage_due is None
     console.line("LU-STAGE 1/3 RESULT 1 40.0")
     assert console.next_stage_due is None
+
+
+def test_stage_env_gives_stage_sh_each_command_unchanged(tmp_path: Path) -> None:
+    """stage.sh's own line picks the stage's command out of what run.py writes."""
+    plan = ["[ \"$LU_STAGE\" = 1 ] && echo 'one' \\ two", "#manual-load x=$(echo \"a b\") `date` $HOME", "last"]
+    env_file = tmp_path / "env"
+    env_file.write_text(runner.stage_env({"LU_OUT": "/run/out dir"}, plan))
+    stage_sh = (CHECKOUT / "qemu" / "guest" / "stage.sh").read_text()
+    pick = next(line for line in stage_sh.splitlines() if line.startswith('eval "cmd='))
+    for stage, command in enumerate(plan, 1):
+        script = f'. "{env_file}"; stage={stage}; {pick}; printf %s "$cmd"'
+        assert subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                              check=True).stdout == command
+    script = f'. "{env_file}"; printf "%s|%s" "$LU_STAGES" "$LU_OUT"; env | grep -c ^LU_COMMAND_'
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert done.stdout == "3|/run/out dir0\n"  # the commands are not exported
