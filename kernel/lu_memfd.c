@@ -105,14 +105,19 @@ static unsigned int lu_memfd_nr_tasks(u64 units)
 
 /**
  * struct lu_folio_array - folio records, sorted by index
- * @folios: vmalloc'ed array
- * @nr:     used entries
- * @cap:    allocated entries
+ * @folios:    vmalloc'ed array
+ * @nr:        used entries
+ * @cap:       allocated entries
+ * @pages:     pages in the folios of the used entries
+ * @preserved: KHO preserves every folio of the array (else they are only
+ *             pinned)
  */
 struct lu_folio_array {
 	struct lu_ser_folio *folios;
 	u64 nr;
 	u64 cap;
+	u64 pages;
+	bool preserved;
 };
 
 /**
@@ -261,10 +266,11 @@ static bool lu_memfd_next_run(struct address_space *mapping, pgoff_t from,
 	return found;
 }
 
-/* Grows an array that is not published. */
-static int lu_folio_array_grow(struct lu_folio_array *arr)
+/* Grows an array that is not published to at least @want entries. */
+static int lu_folio_array_grow(struct lu_folio_array *arr, u64 want)
 {
-	u64 cap = max_t(u64, 2 * arr->cap, PAGE_SIZE / sizeof(*arr->folios));
+	u64 cap = max3(2 * arr->cap, (u64)PAGE_SIZE / sizeof(*arr->folios),
+		       want);
 	struct lu_ser_folio *folios;
 
 	folios = vmalloc_array(cap, sizeof(*folios));
@@ -309,14 +315,11 @@ static bool lu_folio_array_has(const struct lu_folio_array *arr,
 		       lu_memfd_cmp_folio);
 }
 
-/*
- * Pins and preserves the folios of [start, end] that are not in @skip,
- * and adds them to @out.
- */
-static int lu_memfd_preserve_run(struct file *file, struct lu_folio_array *out,
-				 const struct lu_folio_array *skip,
-				 pgoff_t start, pgoff_t end, loff_t size,
-				 struct folio **batch)
+/* Pins the folios of [start, end] that are not in @skip, adds them to @out. */
+static int lu_memfd_pin_run(struct file *file, struct lu_folio_array *out,
+			    const struct lu_folio_array *skip,
+			    pgoff_t start, pgoff_t end, loff_t size,
+			    struct folio **batch)
 {
 	loff_t last_byte = min_t(loff_t, ((loff_t)end << PAGE_SHIFT) +
 					 PAGE_SIZE, size) - 1;
@@ -341,20 +344,17 @@ static int lu_memfd_preserve_run(struct file *file, struct lu_folio_array *out,
 				continue;
 			}
 			if (out->nr == out->cap) {
-				err = lu_folio_array_grow(out);
+				err = lu_folio_array_grow(out, 0);
 				if (err)
 					goto err_unpin;
 			}
 			lu_memfd_zero_if_stale(folio);
-			err = lu_debug_fail_folio() ? -ENOMEM :
-			      kho_preserve_folio(folio);
-			if (err)
-				goto err_unpin;
 			out->folios[out->nr].index = folio->index;
 			out->folios[out->nr].pfn_order =
 				(folio_pfn(folio) << LU_FOLIO_ORDER_BITS) |
 				folio_order(folio);
 			out->nr++;
+			out->pages += folio_nr_pages(folio);
 		}
 		cond_resched();
 	}
@@ -365,7 +365,10 @@ err_unpin:
 	return err;
 }
 
-/* Unpreserves and unpins the folios of an unpublished array, frees it. */
+/*
+ * Unpreserves (if preserved) and unpins the folios of an unpublished
+ * array, frees it.
+ */
 static void lu_folio_array_release(struct lu_folio_array *arr)
 {
 	u64 i;
@@ -373,7 +376,8 @@ static void lu_folio_array_release(struct lu_folio_array *arr)
 	for (i = 0; i < arr->nr; i++) {
 		struct folio *folio = lu_ser_folio_folio(&arr->folios[i]);
 
-		kho_unpreserve_folio(folio);
+		if (arr->preserved)
+			kho_unpreserve_folio(folio);
 		unpin_folio(folio);
 	}
 	vfree(arr->folios);
@@ -381,13 +385,44 @@ static void lu_folio_array_release(struct lu_folio_array *arr)
 }
 
 /*
- * Preserves the data pages of @file in [@first, @last] that @skip lacks
- * into @out, until *@stop (if given) says another task failed. On
- * failure @out holds what was preserved; the caller releases it.
+ * Preserves in KHO every folio of @arr, pinned before: all or none. This
+ * comes after all the pinning so that KHO's own allocations (its radix
+ * tree) do not fall between the pages that pinning moves out of CMA: in
+ * the next kernel, memblock reserves the preserved pages range by range,
+ * each at a cost that grows with the ranges before it.
  */
-static int lu_memfd_preserve_span(struct file *file, struct lu_folio_array *out,
-				  const struct lu_folio_array *skip, loff_t size,
-				  pgoff_t first, pgoff_t last, const int *stop)
+static int lu_folio_array_preserve(struct lu_folio_array *arr)
+{
+	u64 i;
+	int err;
+
+	for (i = 0; i < arr->nr; i++) {
+		struct folio *folio = lu_ser_folio_folio(&arr->folios[i]);
+
+		err = lu_debug_fail_folio() ? -ENOMEM :
+		      kho_preserve_folio(folio);
+		if (err)
+			goto err_unpreserve;
+		if (!(i % 1024))
+			cond_resched();
+	}
+	arr->preserved = true;
+	return 0;
+
+err_unpreserve:
+	while (i--)
+		kho_unpreserve_folio(lu_ser_folio_folio(&arr->folios[i]));
+	return err;
+}
+
+/*
+ * Pins the data pages of @file in [@first, @last] that @skip lacks into
+ * @out, until *@stop (if given) says another task failed. On failure
+ * @out holds what was pinned; the caller releases it.
+ */
+static int lu_memfd_pin_span(struct file *file, struct lu_folio_array *out,
+			     const struct lu_folio_array *skip, loff_t size,
+			     pgoff_t first, pgoff_t last, const int *stop)
 {
 	struct lu_memfd_skip cursor = { .arr = skip };
 	struct folio **batch;
@@ -403,8 +438,8 @@ static int lu_memfd_preserve_span(struct file *file, struct lu_folio_array *out,
 	while (from <= last &&
 	       lu_memfd_next_run(file->f_mapping, from, last, &cursor, &start,
 				 &end)) {
-		err = lu_memfd_preserve_run(file, out, skip, start, end, size,
-					    batch);
+		err = lu_memfd_pin_run(file, out, skip, start, end, size,
+				       batch);
 		if (err)
 			break;
 		if (end == last)
@@ -419,24 +454,30 @@ static int lu_memfd_preserve_span(struct file *file, struct lu_folio_array *out,
 	return err;
 }
 
-/* The data pages of @file that @skip lacks, in the caller's task. */
+/*
+ * Pins and preserves the data pages of @file that @skip lacks, in the
+ * caller's task. On failure @out holds what was pinned; the caller
+ * releases it.
+ */
 static int lu_memfd_preserve_folios(struct file *file,
 				    struct lu_folio_array *out,
 				    const struct lu_folio_array *skip,
 				    loff_t size)
 {
-	return lu_memfd_preserve_span(file, out, skip, size, 0, ULONG_MAX,
-				      NULL);
+	int err = lu_memfd_pin_span(file, out, skip, size, 0, ULONG_MAX,
+				    NULL);
+
+	return err ?: lu_folio_array_preserve(out);
 }
 
 /**
- * struct lu_memfd_slice - one task's share of a PREPARE
+ * struct lu_memfd_slice - one task's share of a PREPARE's pinning
  * @work:  queued on the unbound workqueue (all but the caller's slice)
  * @file:  the memfd, its inode locked by the caller
  * @size:  its size
  * @first: the slice's first page index
  * @last:  its last page index
- * @arr:   what the slice preserved
+ * @arr:   what the slice pinned
  * @err:   the first failure among all slices, shared (0: none so far)
  */
 struct lu_memfd_slice {
@@ -451,9 +492,9 @@ struct lu_memfd_slice {
 
 static void lu_memfd_slice_run(struct lu_memfd_slice *slice)
 {
-	int err = lu_memfd_preserve_span(slice->file, &slice->arr, NULL,
-					 slice->size, slice->first,
-					 slice->last, slice->err);
+	int err = lu_memfd_pin_span(slice->file, &slice->arr, NULL,
+				    slice->size, slice->first, slice->last,
+				    slice->err);
 
 	/* The first failure wins; the others see it and stop (-EINTR). */
 	if (err)
@@ -490,16 +531,18 @@ static bool lu_memfd_large_folios(struct file *file)
  * PREPARE's pinning and preserving of all of @file's data pages into
  * @out (empty): a file of small folios and of at least two ranges' worth
  * of pages is cut into equal spans of indices, one per CPU (the caller
- * takes the first), whose arrays are joined in order. KHO's own
- * bookkeeping takes one lock per folio preserved; the pinning around it
- * runs in parallel. A file of large folios, or without memory for the
- * slices, is done by the caller alone. On failure @out is empty and
- * nothing is pinned or preserved.
+ * takes the first), whose arrays are joined in order, then preserved.
+ * Every array is allocated before the pinning, which moves pages out of
+ * CMA: an array grown meanwhile and freed after would leave holes
+ * between them (see lu_folio_array_preserve()). A file of large folios,
+ * or without memory for the slices, is done by the caller alone. On
+ * failure @out is empty and nothing is pinned or preserved.
  */
 static int lu_memfd_preserve_all(struct file *file, struct lu_folio_array *out,
 				 loff_t size)
 {
 	u64 pages = DIV_ROUND_UP(size, PAGE_SIZE), total = 0, span;
+	u64 present = READ_ONCE(file->f_mapping->nrpages);
 	struct lu_memfd_slice *slices = NULL;
 	unsigned int nr, i;
 	int err = 0;
@@ -515,14 +558,21 @@ static int lu_memfd_preserve_all(struct file *file, struct lu_folio_array *out,
 			.file = file, .size = size, .first = i * span,
 			.last = min((i + 1) * span, pages) - 1, .err = &err,
 		};
-		if (!i)
-			continue;
-		INIT_WORK(&slices[i].work, lu_memfd_slice_fn);
-		queue_work(system_dfl_wq, &slices[i].work);
+		/* Room for every page of the span that is in memory. */
+		if (!err)
+			err = lu_folio_array_grow(&slices[i].arr,
+						  min(span, present));
 	}
-	lu_memfd_slice_run(&slices[0]);
-	for (i = 1; i < nr; i++)
-		flush_work(&slices[i].work);
+	/* From here on, the slices share @err. */
+	if (!err) {
+		for (i = 1; i < nr; i++) {
+			INIT_WORK(&slices[i].work, lu_memfd_slice_fn);
+			queue_work(system_dfl_wq, &slices[i].work);
+		}
+		lu_memfd_slice_run(&slices[0]);
+		for (i = 1; i < nr; i++)
+			flush_work(&slices[i].work);
+	}
 
 	for (i = 0; i < nr; i++)
 		total += slices[i].arr.nr;
@@ -542,10 +592,15 @@ static int lu_memfd_preserve_all(struct file *file, struct lu_folio_array *out,
 			memcpy(out->folios + out->nr, arr->folios,
 			       arr->nr * sizeof(*arr->folios));
 		out->nr += arr->nr;
+		out->pages += arr->pages;
 		vfree(arr->folios);
 	}
 	out->cap = out->nr;
 	kfree(slices);
+	if (!err)
+		err = lu_folio_array_preserve(out);
+	if (err)
+		lu_folio_array_release(out);
 	return err;
 }
 
@@ -588,11 +643,7 @@ static void lu_memfd_unpreserve(struct lu_file *lf)
 
 static u64 lu_folio_array_bytes(const struct lu_folio_array *arr)
 {
-	u64 i, bytes = 0;
-
-	for (i = 0; i < arr->nr; i++)
-		bytes += PAGE_SIZE << lu_ser_folio_order(&arr->folios[i]);
-	return bytes;
+	return arr->pages << PAGE_SHIFT;
 }
 
 /*
@@ -682,6 +733,21 @@ static int lu_memfd_prepare(struct lu_file *lf)
 	return 0;
 }
 
+/*
+ * Whether every page of the file, in memory or in swap, is one that @arr
+ * carries. PRESERVE_FD froze the mapping (no truncation, no punched hole),
+ * so pages written into holes since are the only ones that can add to
+ * them, and the walk for them (which took 0.1 s per 4 GiB in the reboot
+ * notifier's freeze) is needed only then. A page written meanwhile is
+ * carried by the next freeze, or not at all after the last, either way.
+ */
+static bool lu_memfd_all_carried(struct inode *inode,
+				 const struct lu_folio_array *arr)
+{
+	return READ_ONCE(inode->i_mapping->nrpages) == arr->pages &&
+	       !READ_ONCE(SHMEM_I(inode)->swapped);
+}
+
 /* Merges two sorted arrays with distinct indices into a new one. */
 static int lu_folio_array_merge(const struct lu_folio_array *a,
 				const struct lu_folio_array *b,
@@ -701,6 +767,8 @@ static int lu_folio_array_merge(const struct lu_folio_array *a,
 			out->folios[k++] = b->folios[j++];
 	}
 	out->nr = k;
+	out->pages = a->pages + b->pages;
+	out->preserved = a->preserved && b->preserved;
 	return 0;
 }
 
@@ -719,6 +787,10 @@ static int lu_memfd_freeze(struct lu_file *lf)
 	struct kho_vmalloc desc = {};
 	int err;
 
+	if (lu_memfd_all_carried(inode, &m->arr)) {
+		lu_memfd_record(lf);
+		return 0;
+	}
 	inode_lock(inode);
 	err = lu_memfd_preserve_folios(lf->file, &late, &m->arr, m->ser->size);
 	inode_unlock(inode);

@@ -17,7 +17,9 @@
  *     nothing is left, and the kexec hands over nothing.
  *  4. nothing came over.
  */
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/swap.h>
 #include <sys/wait.h>
 
 #include "kselftest_harness.h"
@@ -35,6 +37,7 @@
 #define NTH_SIZE	(1024 * 1024)
 #define NTH_HOLE	(128 * 1024)	/* written after PREPARE */
 #define BIG_SEALS	(F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE)
+#define SWAP_DEVICE	"/dev/vda"	/* the guest's scratch disk */
 
 enum {
 	SEED_CHAIN = 100, SEED_BIG = 7, SEED_LATE, SEED_LATE_HOLE, SEED_NTH,
@@ -300,9 +303,25 @@ static void damage_in_transit(struct __test_metadata *_metadata, int dev,
 	close(session);
 }
 
+/* Pushes the page of @fd at @off out to swap. */
+static void swap_out_page(struct __test_metadata *_metadata, int fd, off_t off)
+{
+	void *map;
+
+	ASSERT_EQ(0, system("mkswap " SWAP_DEVICE " >/dev/null"));
+	ASSERT_EQ(0, swapon(SWAP_DEVICE, 0));
+	map = mmap(NULL, PAGE, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, off);
+	ASSERT_NE(MAP_FAILED, map);
+	ASSERT_EQ(0, madvise(map, PAGE, MADV_PAGEOUT));
+	munmap(map, PAGE);
+	ASSERT_LT(lu_meminfo_kb("SwapFree:"), lu_meminfo_kb("SwapTotal:"));
+}
+
 /*
  * Kernel 2 builds what kernel 3 checks, then PREPARE and FREEZE; changes
- * after FREEZE are carried by the reboot notifier.
+ * after FREEZE are carried by the reboot notifier, even a page written
+ * into a hole and swapped out since (the file's pages in memory are then
+ * exactly those carried already).
  */
 TEST(kernel2_carry)
 {
@@ -353,6 +372,7 @@ TEST(kernel2_carry)
 	/* After FREEZE: a hole written and the position moved. */
 	ASSERT_EQ(0, lu_pattern_write(fd, SEED_LATE_HOLE, LATE_HOLE, PAGE));
 	ASSERT_EQ(LATE_POS, lseek(fd, LATE_POS, SEEK_SET));
+	swap_out_page(_metadata, fd, LATE_HOLE);
 	/* The module holds the sessions until the kexec. */
 	close(fd);
 	close(chain);
