@@ -49,8 +49,12 @@ GUEST_CHECKOUT = "/run/checkout"
 # loglevel=5 puts every warning on the console; a WARN panics the guest.
 # earlycon: a kernel that dies before its console starts still says why.
 # No legacy PTYs: creating their 256 pairs took 2.8 s of each debug boot.
+# No clocksource watchdog on the TSC: its check of the other CPU's clock
+# (7.2's, which already timed out in most TCG boots) spun in CPU 0's timer
+# softirq while CPU 1 sat in the stop_machine() that switches to the
+# refined TSC, and a debug boot never came back.
 BASE_APPEND = ("console=ttyS0 earlycon=uart8250,io,0x3f8 kho=on panic=-1 oops=panic panic_on_warn=1 "
-               "loglevel=5 pty.legacy_count=0")
+               "loglevel=5 pty.legacy_count=0 tsc=nowatchdog")
 STAGE_RE = re.compile(r"LU-STAGE (\d+)/(\d+) (BEGIN|RESULT)(.*)")
 # Kernel lines that mean the guest is broken whatever the verdict says:
 # oopses, WARN (lockdep, DEBUG_LIST and DEBUG_OBJECTS report through it),
