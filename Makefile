@@ -153,13 +153,6 @@ GUEST_JOBS ?= 2
 # kmemleak scan 1.3 s). Plans whose memfds hold hundreds of MiB twice
 # (before and after the restore) ask for 2 GiB ("# guest memory: 2G").
 GUEST_MEM ?= 1536M
-# QEMU's TCG copies with rep movsb one byte per step; without ERMS and
-# FSRM the guest kernels copy eight bytes per step instead. After a
-# kexec, the systemd guest's kernel spent 20-50 s unpacking its 33 MB
-# initramfs, all of it at one rep movsb (the vCPU's RIP, sampled through
-# QEMU's monitor); without them about half as long. The benchmark keeps
-# QEMU's max CPU, as its committed runs had.
-GUEST_CPU ?= max,-erms,-fsrm
 # A plan with the line "# guest kernel: lean" runs on the lean kernel with
 # the production module instead (run.py; scale_c: the debug kernel does
 # not come back from a kexec that carries tens of thousands of files).
@@ -171,7 +164,7 @@ guest: module-debug module selftests venv systemd-image
 			--append "$(DEBUG_APPEND)" --module $(DEBUG_MODULE) \
 			--lean-kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage --lean-module $(MODULE) \
 			--systemd-image $$(cat $(SYSTEMD_IMAGE_FILE)) \
-			--python $(VPY) --mem $(GUEST_MEM) --cpu $(GUEST_CPU) --timeout 1800 \
+			--python $(VPY) --mem $(GUEST_MEM) --timeout 1800 \
 			--out build/runs/$$name {} > build/runs/$$name.txt 2>&1; \
 		echo $$? > build/runs/$$name.rc; \
 		grep -v "^run.py: \[" build/runs/$$name.txt | grep "^run.py: \|^\[" | head -n 100'
