@@ -19,7 +19,6 @@
  */
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/swap.h>
 #include <sys/wait.h>
 
 #include "kselftest_harness.h"
@@ -37,7 +36,6 @@
 #define NTH_SIZE	(1024 * 1024)
 #define NTH_HOLE	(128 * 1024)	/* written after PREPARE */
 #define BIG_SEALS	(F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE)
-#define SWAP_DEVICE	"/dev/vda"	/* the guest's scratch disk */
 
 enum {
 	SEED_CHAIN = 100, SEED_BIG = 7, SEED_LATE, SEED_LATE_HOLE, SEED_NTH,
@@ -308,8 +306,7 @@ static void swap_out_page(struct __test_metadata *_metadata, int fd, off_t off)
 {
 	void *map;
 
-	ASSERT_EQ(0, system("mkswap " SWAP_DEVICE " >/dev/null"));
-	ASSERT_EQ(0, swapon(SWAP_DEVICE, 0));
+	ASSERT_EQ(0, lu_swap_on());
 	map = mmap(NULL, PAGE, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, off);
 	ASSERT_NE(MAP_FAILED, map);
 	ASSERT_EQ(0, madvise(map, PAGE, MADV_PAGEOUT));

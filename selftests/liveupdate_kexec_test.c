@@ -11,7 +11,6 @@
  */
 #include <poll.h>
 #include <sys/stat.h>
-#include <sys/swap.h>
 #include <sys/wait.h>
 
 #include "kselftest_harness.h"
@@ -49,7 +48,6 @@ enum {
 #define HUGE_SIZE	(4 * MIB)
 #define SHMEM_ENABLED	"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
 #define SWAPPED_SIZE	(16 * MIB)
-#define SWAP_DEVICE	"/dev/vda"
 
 /* The last sparse page is written into a hole after preservation. */
 static const off_t sparse_pages[] = { 0, 17 * MIB + 3 * PAGE, 40 * MIB, SPARSE_SIZE - PAGE };
@@ -86,8 +84,7 @@ static void swap_out_half(struct __test_metadata *_metadata, int fd)
 	long used;
 	void *map;
 
-	ASSERT_EQ(0, system("mkswap " SWAP_DEVICE " >/dev/null"));
-	ASSERT_EQ(0, swapon(SWAP_DEVICE, 0));
+	ASSERT_EQ(0, lu_swap_on());
 	map = mmap(NULL, SWAPPED_SIZE / 2, PROT_READ, MAP_SHARED | MAP_POPULATE,
 		   fd, 0);
 	ASSERT_NE(MAP_FAILED, map);

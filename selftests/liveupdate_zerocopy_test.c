@@ -22,7 +22,6 @@
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/swap.h>
 
 #include "kselftest_harness.h"
 #include "lu_util.h"
@@ -49,7 +48,6 @@
 #define NAME		"/memfd:zerocopy (deleted)"
 #define HUGE_NAME	"/memfd:zerocopy-huge (deleted)"
 #define CGROUP		"/sys/fs/cgroup/lu-zerocopy"
-#define SWAP_DEVICE	"/dev/vda"
 #define PM_PRESENT	(1ULL << 63)
 #define PM_PFN		((1ULL << 55) - 1)
 
@@ -307,15 +305,14 @@ TEST(kernel2_same_pages_then_an_ordinary_memfd)
 		ASSERT_EQ(0, map[HOLE_PAGE * PAGE + i]);
 
 	/* Swapped out and back in with the rest of shmem. */
-	ASSERT_EQ(0, system("mkswap " SWAP_DEVICE " >/dev/null"));
-	ASSERT_EQ(0, swapon(SWAP_DEVICE, 0));
+	ASSERT_EQ(0, lu_swap_on());
 	ASSERT_EQ(0, madvise(map, SIZE, MADV_PAGEOUT));
 	EXPECT_LE(SIZE / 2 / 1024, lu_meminfo_kb("SwapTotal:") - lu_meminfo_kb("SwapFree:"));
 	EXPECT_EQ(-1LL, lu_pattern_check(map, HOLE_PAGE * PAGE, SEED, 0));
 	EXPECT_EQ(-1LL, lu_pattern_check(map + WRITTEN_PAGE * PAGE, PAGE, SEED_AGAIN,
 					 WRITTEN_PAGE * PAGE));
 	munmap(map, SIZE);
-	ASSERT_EQ(0, swapoff(SWAP_DEVICE));
+	ASSERT_EQ(0, swapoff(LU_SWAP_DEVICE));
 	ASSERT_EQ(0, lu_finish(session));
 	ASSERT_EQ(0, ftruncate(fd, SIZE + PAGE));
 

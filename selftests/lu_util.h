@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/klog.h>
 #include <sys/mman.h>
+#include <sys/swap.h>
 #include <unistd.h>
 
 #include "../kernel/include/uapi/linux/liveupdate.h"
@@ -206,6 +207,17 @@ static inline int lu_set_param(const char *name, unsigned long long value)
 
 	snprintf(val, sizeof(val), "%llu", value);
 	return lu_set_param_str(name, val);
+}
+
+/* The guest's scratch disk (qemu/run.py), swap for the tests that need it. */
+#define LU_SWAP_DEVICE	"/dev/vda"
+
+/* Makes the scratch disk swap and turns it on. Return: 0, or -1. */
+static inline int lu_swap_on(void)
+{
+	if (system("mkswap " LU_SWAP_DEVICE " >/dev/null"))
+		return -1;
+	return swapon(LU_SWAP_DEVICE, 0);
 }
 
 /* A value of /proc/meminfo in kB, e.g. lu_meminfo_kb("MemFree:"). */
