@@ -21,7 +21,7 @@ export LIVEUPDATE_CACHE := $(CACHE)
 PYTHON ?= python3
 APT_PACKAGES := qemu-system-x86 kexec-tools busybox-static flex bison bc \
 	libelf-dev libssl-dev xz-utils kmod gcc make python3-venv e2fsprogs \
-	debootstrap dkms dpkg-dev rsync cpio qemu-utils
+	debootstrap dkms dpkg-dev rsync cpio qemu-utils zstd
 # `make deb` builds in a Debian sid root (qemu/debian-root.sh, cached)
 # with these: sid's packaging tools, for the release the packages target.
 DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
@@ -105,9 +105,15 @@ $(MAINLINE_KDIR_FILE): $(MAINLINE_FRAGMENT) qemu/build-kernel.sh qemu/fetch-sour
 
 kernel-mainline: $(MAINLINE_KDIR_FILE)
 
+# The overlay's lines override the lean kernel's: where both set an
+# option, only the overlay's line is kept (build-kernel.sh checks each).
 $(DEBUG_FRAGMENT): qemu/kernel.config qemu/debug.config
 	@mkdir -p build
-	cat qemu/kernel.config qemu/debug.config > $@
+	cat qemu/kernel.config qemu/debug.config | awk '\
+		{ opt = "" } /^CONFIG_/ { opt = $$0; sub(/=.*/, "", opt) } \
+		/^# CONFIG_.* is not set$$/ { opt = $$2 } \
+		{ text[NR] = $$0; name[NR] = opt; if (opt != "") last[opt] = NR } \
+		END { for (i = 1; i <= NR; i++) if (name[i] == "" || last[name[i]] == i) print text[i] }' > $@
 
 $(DEBUG_KDIR_FILE): $(DEBUG_FRAGMENT) qemu/build-kernel.sh qemu/fetch-source.sh | deps
 	KERNEL_FRAGMENT=$(abspath $(DEBUG_FRAGMENT)) qemu/build-kernel.sh > $@.tmp && mv $@.tmp $@
