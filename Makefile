@@ -159,15 +159,6 @@ GUEST_JOBS ?= 2
 # kmemleak scan 1.3 s). Plans whose memfds hold hundreds of MiB twice
 # (before and after the restore) ask for 2 GiB ("# guest memory: 2G").
 GUEST_MEM ?= 1536M
-# QEMU's TCG runs rep movsb one byte per step; without ERMS and FSRM the
-# guest kernels copy eight bytes per step. It matters most after a kexec,
-# when pages that held code QEMU translated are written again: each store
-# into such a page takes QEMU's slow path until the page's translations
-# are gone (perf on QEMU: a quarter of its time in page_collection_lock
-# while the systemd guest unpacked its initramfs, 24 s, against 1.7 s at
-# a cold boot). Without them that unpack took 12 s, and systemd_fs_py
-# 98.6 s against 112.1 s side by side. The benchmark keeps -cpu max.
-GUEST_CPU ?= max,-erms,-fsrm
 # A plan with the line "# guest kernel: lean" runs on the lean kernel with
 # the production module instead (run.py; scale_c: the debug kernel does
 # not come back from a kexec that carries tens of thousands of files).
@@ -179,7 +170,7 @@ guest: module-debug module selftests venv systemd-image
 			--append "$(DEBUG_APPEND)" --module $(DEBUG_MODULE) \
 			--lean-kernel $$(cat $(KDIR_FILE))/arch/x86/boot/bzImage --lean-module $(MODULE) \
 			--systemd-image $$(cat $(SYSTEMD_IMAGE_FILE)) \
-			--python $(VPY) --mem $(GUEST_MEM) --cpu $(GUEST_CPU) --timeout 1800 \
+			--python $(VPY) --mem $(GUEST_MEM) --timeout 1800 \
 			--out build/runs/$$name {} > build/runs/$$name.txt 2>&1; \
 		echo $$? > build/runs/$$name.rc; \
 		grep -v "^run.py: \[" build/runs/$$name.txt | grep "^run.py: \|^\[" | head -n 100'

@@ -379,7 +379,6 @@ def main() -> int:
     parser.add_argument("--mem", default="3G")
     parser.add_argument("--smp", default="2")
     parser.add_argument("--append", default="", help="extra kernel command line")
-    parser.add_argument("--cpu", default="max", help="QEMU's -cpu")
     parser.add_argument("--lean-kernel", type=Path, help="bzImage for plans that ask for the lean kernel")
     parser.add_argument("--lean-module", type=Path, help="liveupdate.ko for those plans")
     parser.add_argument("--systemd-image", type=Path,
@@ -413,7 +412,7 @@ def main() -> int:
     monitor_socket = Path(tempfile.mkdtemp(prefix="lu-monitor-")) / "sock"
 
     cmd = [
-        "qemu-system-x86_64", "-accel", "tcg", "-cpu", args.cpu,
+        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
         "-m", memory, "-smp", args.smp, "-nodefaults", "-display", "none",
         "-no-reboot", "-chardev", "stdio,id=console,mux=on,signal=off",
         "-serial", "chardev:console", "-monitor", f"unix:{monitor_socket},server=on,wait=off",
