@@ -39,9 +39,10 @@ cp "${debs[@]}" "$root/tmp/debs/"
 sed -i 's/^COMPRESS=.*/COMPRESS=gzip/' "$root/etc/initramfs-tools/initramfs.conf"
 # Without udev's hardware database (14 of the initramfs's 33 MB), which
 # finding a virtio disk does not need: after a kexec, unpacking the
-# initramfs took the kernel 15-35 s under TCG (1.7 s at a cold boot), as
-# stores into pages that held translated code are slow (GUEST_CPU in the
-# Makefile), so the fewer pages the better.
+# initramfs took the kernel 11-59 s under TCG (1.7 s at a cold boot).
+# The new kernel writes into pages that held the old one's code, and
+# QEMU takes its slow path for each store into such a page until the
+# page's translations are gone, so the fewer pages the better.
 cat > "$root/etc/initramfs-tools/hooks/zz-test-image" <<'HOOK'
 #!/bin/sh
 [ "$1" = prereqs ] && exit 0
