@@ -56,9 +56,10 @@ DEBUG_APPEND := kho_scratch=32M,512M,128M pci=noacpi no5lvl
 MODULE := build/module/liveupdate.ko
 DEBUG_MODULE := build/module-debug/liveupdate.ko
 
-# The longest plans start first, so that both lanes of make guest end at
-# about the same time.
-LONG_PLANS := $(addprefix selftests/plans/,scale_c.plan agent_py.plan cli_py.plan)
+# The longest plans start first, longest first (as measured in make
+# check), so that both lanes of make guest end at about the same time.
+LONG_PLANS := $(addprefix selftests/plans/,agent_py.plan damaged_c.plan fs_py.plan \
+	systemd_py.plan one_kernel_c.plan integrity_c.plan systemd_services_py.plan cli_py.plan)
 PLANS := $(LONG_PLANS) \
 	$(filter-out $(LONG_PLANS),$(sort $(wildcard selftests/plans/*.plan)))
 # make bench BENCH_ARGS="--sizes 64M,1G --files 1 --repeats 5"

@@ -383,6 +383,15 @@ def main() -> int:
     parser.add_argument("--lean-module", type=Path, help="liveupdate.ko for those plans")
     parser.add_argument("--systemd-image", type=Path,
                         help="qemu/systemd-image.sh's directory, for plans that ask for systemd")
+    # A kexec'd kernel stores into pages that held the old kernel's and its
+    # programs' code; QEMU takes its slow path for each store into such a
+    # page until the page's translations are gone, or until the whole
+    # translation buffer is flushed, which a buffer of 256 MiB does about
+    # every 40 s instead of never (QEMU's default, 1 GiB). The systemd
+    # guest's boot after a kexec: 27-30 s instead of 50-77 s; debug
+    # plans 3-5 % faster.
+    parser.add_argument("--tb-size", type=int, default=256,
+                        help="TCG translation buffer in MiB (0: QEMU's default)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the whole run")
     parser.add_argument("--quiet", action="store_true", help="do not echo the serial console")
     args = parser.parse_args()
@@ -411,8 +420,9 @@ def main() -> int:
     # A short path: a Unix socket's path is limited to 107 bytes.
     monitor_socket = Path(tempfile.mkdtemp(prefix="lu-monitor-")) / "sock"
 
+    accel = f"tcg,tb-size={args.tb_size}" if args.tb_size else "tcg"
     cmd = [
-        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max",
+        "qemu-system-x86_64", "-accel", accel, "-cpu", "max",
         "-m", memory, "-smp", args.smp, "-nodefaults", "-display", "none",
         "-no-reboot", "-chardev", "stdio,id=console,mux=on,signal=off",
         "-serial", "chardev:console", "-monitor", f"unix:{monitor_socket},server=on,wait=off",

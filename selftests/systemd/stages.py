@@ -3,8 +3,8 @@ on a Debian root with systemd as PID 1, and systemd's fd store carried
 across real kexecs (``systemctl kexec``) through /dev/liveupdate.
 
     python3 stages.py fdstore N      (N: the plan's kernel, 1 to 3)
-    python3 stages.py agent N        (1 or 2)
-    python3 stages.py fs N           (1 or 2)
+    python3 stages.py agent,fs N     (1 or 2; either alone, or both in
+                                      one boot, as make check runs them)
 
 Kernel 1: DKMS built the module and the initramfs loaded it before PID 1
 started, the package's agent runs; two enabled services store a memfd
@@ -218,7 +218,8 @@ def main() -> int:
     check = Checks()
     stages = {"fdstore": {1: kernel1, 2: kernel2, 3: kernel3}, "agent": {1: agent_kernel1, 2: agent_kernel2},
               "fs": {1: fs_kernel1, 2: fs_kernel2}}
-    stages[sys.argv[1]][int(sys.argv[2])](check)
+    for scenario in sys.argv[1].split(","):
+        stages[scenario][int(sys.argv[2])](check)
     if check.failed:  # what the agent said, for the failure's cause
         for line in run("journalctl", "-b", "-o", "cat", "-u", "liveupdated.service").splitlines()[-40:]:
             print(f"# liveupdated: {line}", flush=True)
