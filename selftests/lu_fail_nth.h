@@ -138,7 +138,7 @@ static inline void lu_snapshot(int dev, struct lu_snapshot *s)
  * in @result. lu_nth_failures counts the failed calls, lu_nth_coped the
  * successes despite a failure.
  */
-static int lu_nth_failures, lu_nth_coped;
+static int lu_nth_failures __maybe_unused, lu_nth_coped __maybe_unused;
 
 #define LU_FAIL_NTH_SWEEP(dev, result, call, undo) do {		\
 	struct lu_snapshot __before, __after;				\
