@@ -46,32 +46,18 @@ static uint32_t seed_of(unsigned int i, unsigned int token)
 static int fail_every_nth_allocation(void)
 {
 	static const char *const knobs[][2] = {
-		{ "failslab/ignore-gfp-wait", "N" },
 		{ "failslab/task-filter", "Y" },
 		{ "failslab/probability", "100" },
 		{ "failslab/interval", STR(INTERVAL) },
 		{ "failslab/times", STR(TIMES) },
-		{ "failslab/verbose", "0" },
-		{ "fail_page_alloc/ignore-gfp-wait", "N" },
-		{ "fail_page_alloc/ignore-gfp-highmem", "N" },
-		{ "fail_page_alloc/min-order", "0" },
 		{ "fail_page_alloc/task-filter", "Y" },
 		{ "fail_page_alloc/probability", "100" },
 		{ "fail_page_alloc/interval", STR(INTERVAL) },
 		{ "fail_page_alloc/times", STR(TIMES) },
-		{ "fail_page_alloc/verbose", "0" },
 	};
-	char path[128];
-	unsigned int i;
-	int err;
+	int err = lu_fault_all_allocations();
 
-	for (i = 0; i < ARRAY_SIZE(knobs); i++) {
-		snprintf(path, sizeof(path), "/sys/kernel/debug/%s", knobs[i][0]);
-		err = lu_write_str(path, knobs[i][1]);
-		if (err)
-			return err;
-	}
-	return lu_fail_nth_skip_kmemleak();
+	return err ?: lu_fault_knobs(knobs, ARRAY_SIZE(knobs));
 }
 
 /* The holder: waits for SIGUSR1, then fails and kexecs. Never returns. */

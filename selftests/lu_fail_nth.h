@@ -49,8 +49,24 @@ static inline int lu_fail_nth_skip_kmemleak(void)
 	return ok ? 0 : -EIO;
 }
 
-/* Makes every allocation injectable, quietly; opens this task's knob. */
-static inline int lu_fail_nth_setup(void)
+/* Writes fault injection's debugfs knobs: {"failslab/interval", "7"}. */
+static inline int lu_fault_knobs(const char *const knobs[][2], unsigned int n)
+{
+	char path[128];
+	unsigned int i;
+	int err;
+
+	for (i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "/sys/kernel/debug/%s", knobs[i][0]);
+		err = lu_write_str(path, knobs[i][1]);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Makes every allocation but kmemleak's injectable, quietly. */
+static inline int lu_fault_all_allocations(void)
 {
 	static const char *const knobs[][2] = {
 		{ "failslab/ignore-gfp-wait", "N" },
@@ -60,27 +76,22 @@ static inline int lu_fail_nth_setup(void)
 		{ "failslab/verbose", "0" },
 		{ "fail_page_alloc/verbose", "0" },
 	};
+	int err = lu_fault_knobs(knobs, ARRAY_SIZE(knobs));
+
+	return err ?: lu_fail_nth_skip_kmemleak();
+}
+
+/* lu_fault_all_allocations(), and opens this task's fail-nth. */
+static inline int lu_fail_nth_setup(void)
+{
 	char path[128];
-	unsigned int i;
+	int err = lu_fault_all_allocations();
 
-	for (i = 0; i < ARRAY_SIZE(knobs); i++) {
-		int fd, ok;
-
-		snprintf(path, sizeof(path), "/sys/kernel/debug/%s",
-			 knobs[i][0]);
-		fd = open(path, O_WRONLY);
-		if (fd < 0)
-			return -errno;
-		ok = write(fd, knobs[i][1], strlen(knobs[i][1])) > 0;
-		close(fd);
-		if (!ok)
-			return -EIO;
-	}
+	if (err)
+		return err;
 	snprintf(path, sizeof(path), "/proc/self/task/%d/fail-nth", gettid());
 	lu_fail_nth_fd = open(path, O_RDWR);
-	if (lu_fail_nth_fd < 0)
-		return -errno;
-	return lu_fail_nth_skip_kmemleak();
+	return lu_fail_nth_fd < 0 ? -errno : 0;
 }
 
 static inline void lu_fail_nth_arm(int n)
